@@ -1,0 +1,1 @@
+"""QGIS-facing glue: plugin class, tasks, layer loading, settings and credentials."""

@@ -1,0 +1,36 @@
+"""The ``sentinel2`` Processing provider: it only registers the algorithms."""
+
+import os
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from ..plugin.engine.version import plugin_version
+
+ICON = os.path.join(os.path.dirname(__file__), "..", "ui", "icons", "sentinel2.svg")
+
+
+class Sentinel2Provider(QgsProcessingProvider):
+    def id(self):
+        return "sentinel2"
+
+    def name(self):
+        return "Sentinel-2"
+
+    def longName(self):
+        return f"Sentinel-2 Pipeline {plugin_version()}"
+
+    def icon(self):
+        return QIcon(ICON)
+
+    def svgIconPath(self):
+        return ICON
+
+    def versionInfo(self):
+        return plugin_version()
+
+    def loadAlgorithms(self):
+        from .tiles import TilesAlgorithm
+
+        for algorithm in (TilesAlgorithm(),):
+            self.addAlgorithm(algorithm)

@@ -1,0 +1,28 @@
+"""Test set-up shared by every test: makes the repository importable under its plugin folder name.
+
+The repository root is the plugin folder; QGIS imports it as ``sentinel2_pipeline``. Tests do the same through
+a symbolic link in ``build/pluginpath`` so relative imports inside the plugin work unchanged.
+"""
+
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PLUGIN_NAME = "sentinel2_pipeline"
+PLUGIN_PATH = os.path.join(ROOT, "build", "pluginpath")
+FIXTURES = os.path.normpath(os.path.join(ROOT, "..", "shared", "fixtures"))
+
+
+def _link_plugin():
+    os.makedirs(PLUGIN_PATH, exist_ok=True)
+    link = os.path.join(PLUGIN_PATH, PLUGIN_NAME)
+    if os.path.islink(link) and os.path.realpath(link) != ROOT:
+        os.unlink(link)
+    if not os.path.lexists(link):
+        os.symlink(ROOT, link)
+    if PLUGIN_PATH not in sys.path:
+        sys.path.insert(0, PLUGIN_PATH)
+
+
+_link_plugin()
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
