@@ -11,7 +11,7 @@ HELP_URL = "https://github.com/sentinel2-pipeline/sentinel2_pipeline#algorithms"
 
 
 class Sentinel2Algorithm(QgsProcessingAlgorithm):
-    """Subclasses implement ``initAlgorithm`` and ``run(parameters, context, feedback)``."""
+    """Subclasses implement ``initAlgorithm`` and ``process(parameters, context, feedback)``."""
 
     def createInstance(self):
         return type(self)()
@@ -27,14 +27,14 @@ class Sentinel2Algorithm(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):
         try:
-            return self.run(parameters, context, feedback)
+            return self.process(parameters, context, feedback)
         except Cancelled as error:
             feedback.reportError(str(error))
             return {}
         except S2Error as error:
             raise QgsProcessingException(str(error)) from None
 
-    def run(self, parameters, context, feedback):
+    def process(self, parameters, context, feedback):
         raise NotImplementedError
 
 

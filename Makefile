@@ -1,0 +1,71 @@
+# Sentinel-2 Pipeline (QGIS plugin): development tasks. Every target works from a clean clone; `test`, `demo`,
+# `bench` and `lint` install what is missing first (Debian packages as root, then the .venv).
+#
+#   make deps      install what is missing (apt-get as root; .venv with --system-site-packages)
+#   make test      every test: engine unit tests, QGIS tests (pytest-qgis), headless qgis_process tests
+#   make demo      the main job, headless, on the bundled sample area (data/demo/)
+#   make bench     every benchmarks/bench_*.py
+#   make package   dist/sentinel2_pipeline-<version>.zip for plugins.qgis.org
+#   make deploy    install that zip into the local QGIS profile (QGIS_PROFILE_DIR=...)
+#   make lint      ruff
+#   make clean     remove build products (distclean: the venv too)
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PLUGIN := sentinel2_pipeline
+SYS_PYTHON ?= /usr/bin/python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+VERSION := $(shell sed -n 's/^version[[:space:]]*=[[:space:]]*//p' metadata.txt | tr -d '\r')
+DIST ?= dist
+ZIP := $(DIST)/$(PLUGIN)-$(VERSION).zip
+QGIS_PROFILE_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
+PYTEST_ARGS ?=
+JUNIT := build/test-results/junit.xml
+
+export QT_QPA_PLATFORM := offscreen
+export SYS_PYTHON VENV
+
+.PHONY: help deps test demo bench package deploy lint clean distclean
+
+help:
+	@sed -n 's/^#   make /  make /p' Makefile
+
+deps:
+	@scripts/deps.sh
+
+# pytest exits 5 when it collected nothing, which fails this target too.
+test: deps
+	@mkdir -p $(dir $(JUNIT)) && mkdir -p -m 700 build/runtime-pytest
+	XDG_RUNTIME_DIR=$(CURDIR)/build/runtime-pytest $(PYTHON) -m pytest --junitxml=$(JUNIT) $(PYTEST_ARGS)
+
+demo: deps
+	@scripts/demo.sh
+
+bench: deps
+	@set -e; for bench in benchmarks/bench_*.py; do \
+		echo "=== $$bench"; \
+		$(PYTHON) $$bench; \
+	done
+
+package:
+	@$(SYS_PYTHON) scripts/package.py --dist $(DIST)
+
+deploy: package
+	@test -n "$(QGIS_PROFILE_DIR)" || { echo "QGIS_PROFILE_DIR is empty" >&2; exit 1; }
+	@mkdir -p "$(QGIS_PROFILE_DIR)/python/plugins"
+	@rm -rf "$(QGIS_PROFILE_DIR)/python/plugins/$(PLUGIN)"
+	@$(SYS_PYTHON) -m zipfile -e $(ZIP) "$(QGIS_PROFILE_DIR)/python/plugins/"
+	@echo "installed $(PLUGIN) $(VERSION) into $(QGIS_PROFILE_DIR)/python/plugins/$(PLUGIN)"
+	@echo "restart QGIS and enable it in Plugins > Manage and Install Plugins (headless: qgis_process.bin plugins enable $(PLUGIN))"
+
+lint: deps
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf build dist .pytest_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

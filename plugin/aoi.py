@@ -1,0 +1,58 @@
+"""Reading the AOI parameter: features of a vector layer dissolved into one geometry in EPSG:4326."""
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeatureRequest,
+    QgsGeometry,
+    QgsProcessingFeatureSource,
+)
+
+from .engine.errors import ParameterError
+
+WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
+
+
+def read_aoi(algorithm, parameters, name, context, feedback):
+    """The AOI as WKB in EPSG:4326: selected features when the layer has a selection, otherwise all of them,
+    repaired when invalid (and said so), dissolved. Antimeridian crossings are resolved by the engine."""
+    source = algorithm.parameterAsSource(parameters, name, context)
+    if source is None:
+        raise ParameterError(name, "no vector layer was given.")
+    geometries = [f.geometry() for f in _features(algorithm, parameters, name, context, source)]
+    geometries = [g for g in geometries if g is not None and not g.isNull() and not g.isEmpty()]
+    if not geometries:
+        raise ParameterError(name, "the layer has no features with a geometry.")
+    repaired = 0
+    for index, geometry in enumerate(geometries):
+        if not geometry.isGeosValid():
+            geometries[index] = geometry.makeValid()
+            repaired += 1
+    if repaired:
+        feedback.pushInfo(f"{name}: repaired {repaired} invalid geometr{'y' if repaired == 1 else 'ies'}.")
+    dissolved = QgsGeometry.unaryUnion(geometries)
+    if dissolved is None or dissolved.isNull() or dissolved.isEmpty():
+        raise ParameterError(name, "the features dissolve into an empty geometry.")
+    crs = source.sourceCrs()
+    if not crs.isValid():
+        raise ParameterError(name, "the layer has no valid coordinate reference system.")
+    if crs != WGS84:
+        if not crs.isGeographic():
+            # Densify in the layer's CRS so long straight edges keep their shape in lon/lat.
+            dissolved = dissolved.densifyByDistance(_densify_step(dissolved))
+        dissolved.transform(QgsCoordinateTransform(crs, WGS84, context.transformContext()))
+    return bytes(dissolved.asWkb())
+
+
+def _features(algorithm, parameters, name, context, source):
+    layer = algorithm.parameterAsVectorLayer(parameters, name, context)
+    request = QgsFeatureRequest().setNoAttributes()
+    if layer is not None and layer.selectedFeatureCount() > 0:
+        return layer.getSelectedFeatures(request)
+    # We repair invalid geometries ourselves, so Processing must not reject them first.
+    return source.getFeatures(request, QgsProcessingFeatureSource.FlagSkipGeometryValidityChecks)
+
+
+def _densify_step(geometry):
+    box = geometry.boundingBox()
+    return max(box.width(), box.height()) / 200.0 or 1.0
