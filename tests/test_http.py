@@ -9,8 +9,8 @@ import time
 
 import pytest
 import requests
-
 from servers import TestProxy, faults, http_proxy, http_server  # noqa: F401 (fixtures are used by name)
+
 from sentinel2_pipeline.plugin.engine import http
 from sentinel2_pipeline.plugin.engine.errors import ServiceError
 from sentinel2_pipeline.plugin.engine.version import plugin_version
@@ -18,11 +18,24 @@ from sentinel2_pipeline.plugin.engine.version import plugin_version
 PAYLOAD = bytes(range(256)) * 40  # 10 KiB
 
 
+_OPEN_SESSIONS = []
+
+
 def fast_session(**kwargs):
     """A session with tiny waits so retry tests stay fast; every test states what it changes."""
     kwargs.setdefault("backoff", 0.01)
     kwargs.setdefault("timeout", 5)
-    return http.new_session(**kwargs)
+    session = http.new_session(**kwargs)
+    _OPEN_SESSIONS.append(session)
+    return session
+
+
+@pytest.fixture(autouse=True)
+def close_sessions():
+    """Close the keep-alive connections each test opened (no leaked sockets between tests)."""
+    yield
+    while _OPEN_SESSIONS:
+        _OPEN_SESSIONS.pop().close()
 
 
 def gaps(recorded):
@@ -35,7 +48,9 @@ def assert_one_sentence(message):
 
 def test_user_agent_names_plugin_and_version(http_server):
     http_server.route("/ua", b"ok")
-    fast_session().get(http_server.url("/ua"))
+    session = fast_session()
+    assert isinstance(session, http.Session) and isinstance(session, requests.Session)
+    session.get(http_server.url("/ua"))
     agent = http_server.requests_to("/ua")[0].headers["User-Agent"]
     assert "sentinel2_pipeline" in agent and plugin_version() in agent
     assert plugin_version() != "0"  # read from metadata.txt, not the fallback
