@@ -33,7 +33,7 @@ help:
 	@sed -n 's/^#   make /  make /p' Makefile
 
 deps:
-	@scripts/deps.sh
+	@bash scripts/deps.sh
 
 # pytest exits 5 when it collected nothing, which fails this target too.
 test: deps
@@ -41,7 +41,7 @@ test: deps
 	XDG_RUNTIME_DIR=$(CURDIR)/build/runtime-pytest $(PYTHON) -m pytest --junitxml=$(JUNIT) $(PYTEST_ARGS)
 
 demo: deps
-	@scripts/demo.sh
+	@bash scripts/demo.sh
 
 bench: deps
 	@set -e; for bench in benchmarks/bench_*.py; do \

@@ -17,7 +17,7 @@ run() {
     local step=$1 alg=$2
     shift 2
     echo "==> $alg $*"
-    if ! scripts/qgis_headless.sh --json run "$alg" -- "$@" >"$OUT/$step.json" 2>"$OUT/$step.log"; then
+    if ! bash scripts/qgis_headless.sh --json run "$alg" -- "$@" >"$OUT/$step.json" 2>"$OUT/$step.log"; then
         cat "$OUT/$step.log" "$OUT/$step.json" >&2
         echo "demo: $alg failed (log: $OUT/$step.log)" >&2
         exit 1

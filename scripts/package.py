@@ -11,7 +11,6 @@ the zip is checked against the rules of the official repository's upload validat
 import argparse
 import configparser
 import fnmatch
-import io
 import os
 import re
 import subprocess

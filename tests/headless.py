@@ -167,7 +167,7 @@ class QgisProcess:
 
     def env(self):
         env = dict(os.environ)
-        # A venv's activation would make a Python started from the child look in the wrong place.
+        # PYTHONHOME would point the Python embedded in qgis_process.bin at the wrong standard library.
         env.pop("PYTHONHOME", None)
         env["QT_QPA_PLATFORM"] = "offscreen"
         env["XDG_RUNTIME_DIR"] = self.runtime_dir
@@ -283,6 +283,21 @@ class QgisProcess:
         """Ids of the algorithms of ``provider`` that ``qgis_process list`` shows (empty when not loaded)."""
         listing = self.list().check().json or {}
         return sorted(((listing.get("providers") or {}).get(provider) or {}).get("algorithms") or {})
+
+
+try:  # the session fixture `qgis_process` for tests: import it by name from this module
+    import pytest
+except ImportError:  # the harness also runs outside pytest (benchmarks, command line)
+    pytest = None
+
+if pytest is not None:
+
+    @pytest.fixture(scope="session")
+    def qgis_process():
+        """The plugin enabled in an isolated profile under build/headless, prepared once per test session."""
+        if not find_qgis_process():
+            pytest.skip("qgis_process is not installed")
+        return QgisProcess.prepared(base=os.path.join(ROOT, "build", "headless"))
 
 
 def main(argv=None):

@@ -13,18 +13,12 @@ import zipfile
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from headless import PLUGIN_NAME, ROOT, QgisProcess, find_qgis_process  # noqa: E402
+from headless import PLUGIN_NAME, ROOT, QgisProcess, find_qgis_process, qgis_process  # noqa: E402, F401
 
 TILES_PARAMETERS = ("AOI", "MINIMAL", "OUTPUT")
 TILES_OUTPUTS = ("OUTPUT", "TILE_IDS")
 
 needs_qgis_process = pytest.mark.skipif(not find_qgis_process(), reason="qgis_process is not installed")
-
-
-@pytest.fixture(scope="session")
-def qgis_process():
-    """The plugin enabled in an isolated profile under build/headless (prepared once per test session)."""
-    return QgisProcess.prepared(base=os.path.join(ROOT, "build", "headless"))
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +87,22 @@ def test_help_of_tiles_shows_its_description_parameters_and_outputs(qgis_process
     assert details["parameters"]["MINIMAL"]["type"]["id"] == "boolean"
     assert details["outputs"]["TILE_IDS"]["type"] == "outputString"
     assert details["algorithm_details"]["help_url"], "no help URL"
+
+
+def test_harness_makes_the_venv_visible_to_qgis_process():
+    """qgis_process.bin embeds the system Python: the venv's site-packages must come first on its PYTHONPATH."""
+    harness = QgisProcess(base=os.path.join(ROOT, "build", "headless"))
+    env = harness.env()
+    assert env["QT_QPA_PLATFORM"] == "offscreen"
+    assert env["QGIS_CUSTOM_CONFIG_PATH"].startswith(harness.base)
+    if sys.prefix == sys.base_prefix or not os.path.exists("/usr/bin/python3"):
+        pytest.skip("tests are not running in a venv over /usr/bin/python3")
+    first = env["PYTHONPATH"].split(os.pathsep)[0]
+    assert os.path.realpath(first).startswith(os.path.realpath(sys.prefix)), env["PYTHONPATH"]
+    probe = subprocess.run(
+        ["/usr/bin/python3", "-c", "import pytest; print(pytest.__file__)"], env=env, capture_output=True, text=True
+    )
+    assert probe.returncode == 0, probe.stderr
 
 
 @pytest.mark.headless

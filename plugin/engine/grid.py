@@ -59,7 +59,7 @@ def relative_longitude(lon, zone):
     return (lon - central_meridian(zone) + 180.0) % 360.0 - 180.0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _transformer(zone, inverse=False):
     from pyproj import Transformer
 
@@ -113,7 +113,7 @@ def tile_rectangle(tile):
     return tile.ulx, uly - TILE_SIZE, tile.ulx + TILE_SIZE, uly
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _square_tile(zone, col, row):
     """The tile of square (col, row) of a zone, or None where the grid has no tile."""
     if not 1 <= col <= 8:
