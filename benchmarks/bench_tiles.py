@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.join(ROOT, "build", "pluginpath"))
 
 from osgeo import ogr  # noqa: E402
 
+from sentinel2_pipeline.plugin.engine import geometry as geom  # noqa: E402
 from sentinel2_pipeline.plugin.engine import grid  # noqa: E402
 
 WORLD_MAP = "/usr/share/qgis/resources/data/world_map.gpkg"
@@ -46,7 +47,7 @@ def brute_force(area):
                 if tile is None:
                     continue
                 lons, lats = grid.tile_outline(tile)
-                if area.Intersects(grid._polygon(zip(lons, lats))):
+                if area.Intersects(geom.polygon(zip(lons, lats))):
                     found.append(tile)
     return found
 

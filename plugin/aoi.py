@@ -45,10 +45,13 @@ def read_aoi(algorithm, parameters, name, context, feedback):
 
 
 def _features(algorithm, parameters, name, context, source):
-    layer = algorithm.parameterAsVectorLayer(parameters, name, context)
+    # Read through the source (a thread-safe copy of the layer), never the project layer itself, since
+    # algorithms run in a worker thread; only the selected ids come from the layer.
     request = QgsFeatureRequest().setNoAttributes()
-    if layer is not None and layer.selectedFeatureCount() > 0:
-        return layer.getSelectedFeatures(request)
+    layer = algorithm.parameterAsVectorLayer(parameters, name, context)
+    selected = layer.selectedFeatureIds() if layer is not None else []
+    if selected:
+        request.setFilterFids(selected)
     # We repair invalid geometries ourselves, so Processing must not reject them first.
     return source.getFeatures(request, QgsProcessingFeatureSource.FlagSkipGeometryValidityChecks)
 

@@ -8,7 +8,7 @@ then calls the layer's post-processor, which applies the style and moves the lay
 
 import os
 
-from qgis.core import QgsMapLayer, QgsProcessingContext, QgsProcessingLayerPostProcessorInterface
+from qgis.core import QgsMapLayer, QgsProcessingContext, QgsProcessingLayerPostProcessorInterface, QgsProject
 from qgis.PyQt import sip
 
 STYLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ui", "styles")
@@ -61,7 +61,7 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
         if self.style is not None:
             self._apply_style(layer, feedback)
         if self.group:
-            move_to_group(layer, self.group, context.project())
+            move_to_group(layer, self.group, context.project() or QgsProject.instance())
 
     def _apply_style(self, layer, feedback):
         if callable(self.style):

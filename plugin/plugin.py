@@ -84,14 +84,18 @@ class Sentinel2Plugin:
             return None
         from . import tasks
 
-        return tasks.run_algorithm_task(
-            TILES_ALGORITHM,
-            tiles_parameters(layer),
-            on_finished=self._tiles_finished,
-            description=f"Sentinel-2 tiles of {layer.name()}",
-            styles={"OUTPUT": "tiles"},
-            group=RESULTS_GROUP,
-        )
+        try:
+            return tasks.run_algorithm_task(
+                TILES_ALGORITHM,
+                tiles_parameters(layer),
+                on_finished=self._tiles_finished,
+                description=f"Sentinel-2 tiles of {layer.name()}",
+                styles={"OUTPUT": "tiles"},
+                group=RESULTS_GROUP,
+            )
+        except ValueError as error:  # the provider is not registered (another plugin took the id)
+            self._message(str(error), Qgis.MessageLevel.Critical)
+            return None
 
     def _tiles_finished(self, ok, results):
         if ok:

@@ -13,6 +13,7 @@ import pytest
 from conftest import FIXTURES, PLUGIN_PATH
 from osgeo import ogr
 
+from sentinel2_pipeline.plugin.engine import geometry as geom
 from sentinel2_pipeline.plugin.engine import grid, setcover
 from sentinel2_pipeline.plugin.engine.errors import Cancelled, ParameterError
 
@@ -43,7 +44,8 @@ def test_corner_matches_real_tile_metadata():
 
 
 def test_footprint_matches_real_product_metadata():
-    text = open(os.path.join(FIXTURES, "s2_metadata", "MTD_MSIL1C_vhgauto-turb.xml"), encoding="utf-8").read()
+    with open(os.path.join(FIXTURES, "s2_metadata", "MTD_MSIL1C_vhgauto-turb.xml"), encoding="utf-8") as f:
+        text = f.read()
     values = [float(v) for v in re.search(r"<EXT_POS_LIST>([^<]+)", text).group(1).split()]
     product_corners = list(zip(values[1::2], values[0::2]))[:4]  # (lon, lat): UL, UR, LR, LL
     lons, lats = grid.tile_outline(grid.parse_tile_id("34UDD"), per_edge=1)
@@ -139,7 +141,7 @@ def _covers(tiles, area):
     union = ogr.Geometry(ogr.wkbMultiPolygon)
     for tile in tiles:
         lons, lats = grid.tile_outline(tile)
-        union = union.Union(grid._polygon(zip(lons, lats)))
+        union = union.Union(geom.polygon(zip(lons, lats)))
     return area.Difference(union).GetArea() <= area.GetArea() * 1e-9
 
 

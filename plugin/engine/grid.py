@@ -16,6 +16,7 @@ import math
 import re
 from collections import namedtuple
 
+from . import geometry as geom
 from .errors import ParameterError
 
 TILE_SIZE = 109_800.0
@@ -144,27 +145,15 @@ def _square_outline(zone, col, row, per_edge=16):
 
 def _outline_meets_region(rel_lons, lats, region):
     """Does the square (outline in zone-relative lon/lat) overlap the zone's region with positive area?"""
-    square = _polygon(list(zip(rel_lons.tolist(), lats.tolist())))
+    square = geom.polygon(list(zip(rel_lons.tolist(), lats.tolist())))
     for lat0, lat1, lon0, lon1 in region:
         if rel_lons.max() <= lon0 or rel_lons.min() >= lon1 or lats.max() <= lat0 or lats.min() >= lat1:
             continue
-        box = _polygon([(lon0, lat0), (lon1, lat0), (lon1, lat1), (lon0, lat1)])
+        box = geom.polygon([(lon0, lat0), (lon1, lat0), (lon1, lat1), (lon0, lat1)])
         overlap = square.Intersection(box)
         if overlap is not None and overlap.GetArea() > 1e-9:
             return True
     return False
-
-
-def _polygon(points):
-    from osgeo import ogr
-
-    ring = ogr.Geometry(ogr.wkbLinearRing)
-    for x, y in points:
-        ring.AddPoint_2D(float(x), float(y))
-    ring.CloseRings()
-    polygon = ogr.Geometry(ogr.wkbPolygon)
-    polygon.AddGeometry(ring)
-    return polygon
 
 
 def parse_tile_id(text, parameter="TILES"):
@@ -215,30 +204,17 @@ def tile_geometry_wkt(tile):
     from osgeo import ogr
 
     lons, lats = tile_outline(tile)
-    polygon = _polygon(zip(lons.tolist(), lats.tolist()))
+    polygon = geom.polygon(zip(lons.tolist(), lats.tolist()))
     parts = ogr.Geometry(ogr.wkbMultiPolygon)
     for shift in (-360.0, 0.0, 360.0):
-        world = _polygon([(-180 + shift, -90), (180 + shift, -90), (180 + shift, 90), (-180 + shift, 90)])
+        world = geom.polygon([(-180 + shift, -90), (180 + shift, -90), (180 + shift, 90), (-180 + shift, 90)])
         piece = polygon.Intersection(world)
         if piece is None or piece.IsEmpty() or piece.GetArea() < 1e-12:
             continue
-        _shift(piece, -shift)
+        piece = geom.shifted(piece, -shift)
         for i in range(piece.GetGeometryCount()) if piece.GetGeometryType() == ogr.wkbMultiPolygon else [None]:
             parts.AddGeometry(piece.GetGeometryRef(i) if i is not None else piece)
     return parts.ExportToWkt()
-
-
-def _shift(geometry, dlon):
-    if dlon == 0:
-        return
-    for i in range(geometry.GetGeometryCount()):
-        sub = geometry.GetGeometryRef(i)
-        if sub.GetGeometryCount():
-            _shift(sub, dlon)
-        else:
-            for j in range(sub.GetPointCount()):
-                x, y = sub.GetX(j), sub.GetY(j)
-                sub.SetPoint_2D(j, x + dlon, y)
 
 
 # --- tiles of an area ---------------------------------------------------------------------------------------
@@ -311,7 +287,7 @@ def _unwrap_longitudes(geometry):
             return xs, ys
         return np.concatenate([[xs[0]], xs[0] + np.cumsum(steps - 360.0 * np.round(steps / 360.0))]), ys
 
-    return _map_geometry(geometry, unwrap)
+    return geom.map_geometry(geometry, unwrap)
 
 
 def _check_inside_grid(aoi):
@@ -321,16 +297,9 @@ def _check_inside_grid(aoi):
                                     "Sentinel-2 tiling grid, which covers 80°S to 84°N.")
 
 
-def _parts(geometry):
-    count = geometry.GetGeometryCount()
-    if geometry.GetGeometryName().startswith(("MULTI", "GEOMETRYCOLLECTION")):
-        return [geometry.GetGeometryRef(i) for i in range(count)]
-    return [geometry]
-
-
 def _candidate_zones(aoi):
     zones = set()
-    for part in _parts(aoi):
+    for part in geom.parts(aoi):
         lon_min, lon_max, _, lat_max = part.GetEnvelope()
         if lon_max - lon_min >= 300:
             return list(range(1, 61))
@@ -342,33 +311,10 @@ def _candidate_zones(aoi):
     return sorted(zones)
 
 
-def _map_geometry(geometry, transform):
-    """A copy of an OGR geometry with every vertex passed through ``transform(xs, ys) -> (xs, ys)``."""
-    import numpy as np
-
-    result = geometry.Clone()
-
-    def visit(g):
-        if g.GetGeometryCount():
-            for i in range(g.GetGeometryCount()):
-                visit(g.GetGeometryRef(i))
-            return
-        n = g.GetPointCount()
-        if not n:
-            return
-        points = np.array(g.GetPoints(), dtype=float)[:, :2]
-        xs, ys = transform(points[:, 0], points[:, 1])
-        for i, (x, y) in enumerate(zip(np.atleast_1d(xs).tolist(), np.atleast_1d(ys).tolist())):
-            g.SetPoint_2D(i, x, y)
-
-    visit(result)
-    return result
-
-
 def _in_zone(aoi_lonlat, zone):
     densified = aoi_lonlat.Clone()
     densified.Segmentize(0.05)  # straight lon/lat edges stay close to straight in UTM only when short
-    return _map_geometry(densified, lambda x, y: to_utm(zone, x, y))
+    return geom.map_geometry(densified, lambda x, y: to_utm(zone, x, y))
 
 
 def _candidates(aoi, is_cancelled):
@@ -391,7 +337,7 @@ def _candidates(aoi, is_cancelled):
 
 def _meets(local_aoi, tile):
     xmin, ymin, xmax, ymax = tile_rectangle(tile)
-    rect = _polygon([(xmin, ymin), (xmax, ymin), (xmax, ymax), (xmin, ymax)])
+    rect = geom.polygon([(xmin, ymin), (xmax, ymin), (xmax, ymax), (xmin, ymax)])
     if not local_aoi.Intersects(rect):
         return False
     if local_aoi.GetDimension() < 2:
@@ -417,7 +363,7 @@ def _samples(aoi):
             points.extend(p[:2] for p in g.GetPoints())
 
     collect(boundary)
-    polygons = [part for part in _parts(aoi) if part.GetDimension() == 2]
+    polygons = [part for part in geom.parts(aoi) if part.GetDimension() == 2]
     for part in polygons:  # per part: parts on both sides of 180° must not share one world-wide raster
         points.extend(_interior_grid(part, MAX_SAMPLES // len(polygons)))
     return np.array(points, dtype=float).reshape(-1, 2)
@@ -475,7 +421,7 @@ def _footprint_near(tile, lon_min, lon_max):
     result = ogr.Geometry(ogr.wkbMultiPolygon)
     for shift in (-360.0, 0.0, 360.0):
         if lons.max() + shift >= lon_min and lons.min() + shift <= lon_max:
-            result.AddGeometry(_polygon(zip((lons + shift).tolist(), lats.tolist())))
+            result.AddGeometry(geom.polygon(zip((lons + shift).tolist(), lats.tolist())))
     return result
 
 
