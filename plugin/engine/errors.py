@@ -45,4 +45,4 @@ def install_command(pip_name):
         return f"in the OSGeo4W Shell: python -m pip install {pip_name}"
     if sys.platform == "darwin":
         return f"/Applications/QGIS.app/Contents/MacOS/bin/python3 -m pip install {pip_name}"
-    return f"python3 -m pip install --user {pip_name}"
+    return f"python3 -m pip install --user --break-system-packages {pip_name}"
