@@ -4,13 +4,13 @@ Uses pytest-qgis' mock ``qgis_iface`` (a real main window and canvas; missing me
 ``addPluginToRasterMenu`` are MagicMocks, which lets the tests check what the plugin asked QGIS to do).
 """
 
-import time
 from unittest import mock
 
 import pytest
 from qgis.core import Qgis, QgsApplication, QgsFeature, QgsGeometry, QgsProject, QgsVectorLayer
 from qgis.PyQt.QtCore import QCoreApplication, QEvent, QSize, Qt
 from qgis.PyQt.QtWidgets import QAction, QDockWidget, QToolBar
+from qtwait import wait_for
 
 from sentinel2_pipeline import classFactory
 from sentinel2_pipeline.plugin import plugin as plugin_module
@@ -18,16 +18,6 @@ from sentinel2_pipeline.plugin import tasks
 from sentinel2_pipeline.processing_provider.provider import Sentinel2Provider
 
 PROVIDER_ID = "sentinel2"
-
-
-def wait_for(predicate, timeout=20.0):
-    """Process Qt events (task results arrive through the event loop) until ``predicate()`` holds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s")
-        QCoreApplication.processEvents()
-        time.sleep(0.005)
 
 
 def flush_deletions():

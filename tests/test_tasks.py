@@ -31,21 +31,12 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QCoreApplication, Qt, QThread, QVariant
 from qgis.PyQt.QtGui import QColor
+from qtwait import wait_for
 
 from sentinel2_pipeline.plugin import layers, tasks
 
 MAIN_THREAD = QCoreApplication.instance().thread()  # pytest-qgis starts the application before collection
 THREADS = {}  # what ran where: filled by the test algorithms and post-processors
-
-
-def wait_for(predicate, timeout=20.0):
-    """Process Qt events (task results arrive through the event loop) until ``predicate()`` holds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s")
-        QCoreApplication.processEvents()
-        time.sleep(0.005)
 
 
 def _fields():
