@@ -30,7 +30,8 @@ class Sentinel2Provider(QgsProcessingProvider):
         return plugin_version()
 
     def loadAlgorithms(self):
+        from .search import SearchAlgorithm
         from .tiles import TilesAlgorithm
 
-        for algorithm in (TilesAlgorithm(),):
+        for algorithm in (TilesAlgorithm(), SearchAlgorithm()):
             self.addAlgorithm(algorithm)
