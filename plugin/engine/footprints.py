@@ -39,9 +39,12 @@ class Footprint:
     extra: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        keys = ("platform", "level", "tile_id", "relative_orbit")
+        if all(getattr(self, key) for key in keys):
+            return  # nothing to complete (and no name parsing: searches build thousands of these)
         parsed = parse_product_name(self.name)
         # Catalogues leave some attributes out; the product name always carries them.
-        for key in ("platform", "level", "tile_id", "relative_orbit"):
+        for key in keys:
             if not getattr(self, key) and parsed.get(key):
                 setattr(self, key, parsed[key])
 

@@ -6,6 +6,7 @@ comes back, so a filter a catalogue cannot apply server-side is still applied (n
 
 import dataclasses
 import datetime as dt
+import functools
 
 from . import geometry as geom
 from .errors import ParameterError
@@ -96,7 +97,7 @@ class Query:
     def _meets_area(self, geometry):
         if self.aoi_wkb is None or not geometry:
             return True
-        return _intersects_area(self.aoi_wkb, geometry)
+        return _intersects_area(_area_geometry(bytes(self.aoi_wkb)), geometry)
 
 
 def _utc(value):
@@ -179,12 +180,19 @@ def _ring(polygon):
     return points
 
 
-def _intersects_area(aoi_wkb, geojson_geometry):
+@functools.lru_cache(maxsize=8)
+def _area_geometry(aoi_wkb):
+    # Built once per area: matches() runs for every result of a search (thousands). Only read afterwards.
+    from osgeo import ogr
+
+    return ogr.CreateGeometryFromWkb(aoi_wkb)
+
+
+def _intersects_area(area, geojson_geometry):
     import json
 
     from osgeo import ogr
 
-    area = ogr.CreateGeometryFromWkb(bytes(aoi_wkb))
     footprint = ogr.CreateGeometryFromJson(json.dumps(geojson_geometry))
     if footprint is None:
         return True
