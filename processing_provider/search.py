@@ -119,10 +119,11 @@ class SearchAlgorithm(Sentinel2Algorithm):
         if query.aoi:
             feedback.pushInfo(f"Area sent to {catalog}: {query.aoi_wkt()}")
         progress, is_cancelled = engine_callbacks(feedback)
-        found = catalogs.search(
-            catalog, query, url=self.parameterAsString(parameters, self.URL, context).strip() or None,
-            credentials=_credentials(catalog, self.parameterAsString(parameters, self.AUTH, context)),
-            session=network.session(), progress=progress, is_cancelled=is_cancelled, log=feedback.pushInfo)
+        with network.session() as session:
+            found = catalogs.search(
+                catalog, query, url=self.parameterAsString(parameters, self.URL, context).strip() or None,
+                credentials=_credentials(catalog, self.parameterAsString(parameters, self.AUTH, context)),
+                session=session, progress=progress, is_cancelled=is_cancelled, log=feedback.pushInfo)
         found = footprints.merge(found)
         if query.max_results:
             found = found[:query.max_results]
