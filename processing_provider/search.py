@@ -25,7 +25,7 @@ from qgis.PyQt.QtCore import QDate, QDateTime, Qt, QTime, QVariant
 
 from ..plugin import credentials, network
 from ..plugin.aoi import read_aoi
-from ..plugin.engine import catalogs, footprints, grid
+from ..plugin.engine import catalogs, footprints, grid, http
 from ..plugin.engine.errors import ParameterError
 from ..plugin.engine.query import Query
 from ..plugin.layers import post_processor
@@ -119,7 +119,8 @@ class SearchAlgorithm(Sentinel2Algorithm):
         if query.aoi:
             feedback.pushInfo(f"Area sent to {catalog}: {query.aoi_wkt()}")
         progress, is_cancelled = engine_callbacks(feedback)
-        with network.session() as session:
+        # Catalogue searches are safe to repeat, POST ones included (STAC), so they are retried too.
+        with network.session(retry_methods=http.IDEMPOTENT_METHODS | {"POST"}) as session:
             found = catalogs.search(
                 catalog, query, url=self.parameterAsString(parameters, self.URL, context).strip() or None,
                 credentials=_credentials(catalog, self.parameterAsString(parameters, self.AUTH, context)),

@@ -50,6 +50,25 @@ else
     fi
 fi
 
+# Test-only services: PostgreSQL with PostGIS, for the test against a real STAC API server (stac-fastapi-pgstac,
+# tests/test_catalog_stac_server.py). Installed only when missing; without root that test is skipped.
+TEST_APT_PACKAGES=(postgresql-15 postgresql-15-postgis-3)
+test_services_ok() {
+    [ -x /usr/lib/postgresql/15/bin/initdb ] && [ -f /usr/share/postgresql/15/extension/postgis.control ]
+}
+if test_services_ok; then
+    :
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing Debian packages for the test services: ${TEST_APT_PACKAGES[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${TEST_APT_PACKAGES[@]}" </dev/null
+    test_services_ok || { say "PostgreSQL/PostGIS installed but initdb or postgis.control is still missing"; exit 1; }
+else
+    say "PostgreSQL/PostGIS are missing and this is not a root shell: the real STAC server test will be skipped."
+    say "Install them as root with: apt-get install -y ${TEST_APT_PACKAGES[*]}"
+fi
+
 # The venv: system site packages visible (qgis, numpy, GDAL, rasterio, sentinelsat come from Debian).
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)' \
         2>/dev/null; then
