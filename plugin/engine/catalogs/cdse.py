@@ -146,28 +146,35 @@ class _Search:
 
     def _window(self, filter_text):
         """Follow nextLinks from skip 0. Returns (complete, last sensing time seen); ``complete`` is False when
-        the skip limit stopped the paging before the end."""
-        url, params, skip, last_start = self.products_url, request_parameters(filter_text, self.top), 0, None
-        while True:
-            check_cancelled(self.is_cancelled)
-            body = self._get(url, params)
-            if body is None:  # 422: a server with a lower skip limit than documented
-                return False, last_start
-            values = _values(body, self.products_url)
-            last_start = self._take(values) or last_start
-            self.pages += 1
-            self.log(f"page {self.pages}: {len(values)} products at $skip={skip}, {len(self.found)} kept so far")
-            self._report(last_start)
-            next_url = body.get("@odata.nextLink")
-            if self._full() or not values:
-                return True, last_start
-            if not next_url:
-                # The server leaves nextLink out both at the end and when the next skip would pass its limit.
-                return not (len(values) >= self.top and skip + self.top > SKIP_LIMIT), last_start
-            skip = _skip_of(next_url)
-            if skip > SKIP_LIMIT:
-                return False, last_start
-            url, params = next_url, None
+        the skip limit stopped the paging before the end. The next page is requested while this one is
+        parsed, so the parsing hides behind the transfer."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        skip, last_start = 0, None
+        with ThreadPoolExecutor(max_workers=1) as fetcher:
+            pending = fetcher.submit(self._get, self.products_url, request_parameters(filter_text, self.top))
+            while True:
+                check_cancelled(self.is_cancelled)
+                body = pending.result()
+                if body is None:  # 422: a server with a lower skip limit than documented
+                    return False, last_start
+                values = _values(body, self.products_url)
+                next_url = body.get("@odata.nextLink")
+                next_skip = _skip_of(next_url) if next_url else None
+                if values and next_url and next_skip <= SKIP_LIMIT and not self._full(len(values)):
+                    pending = fetcher.submit(self._get, next_url, None)
+                last_start = self._take(values) or last_start
+                self.pages += 1
+                self.log(f"page {self.pages}: {len(values)} products at $skip={skip}, {len(self.found)} kept so far")
+                self._report(last_start)
+                if self._full() or not values:
+                    return True, last_start
+                if not next_url:
+                    # The server leaves nextLink out both at the end and when the next skip would pass its limit.
+                    return not (len(values) >= self.top and skip + self.top > SKIP_LIMIT), last_start
+                if next_skip > SKIP_LIMIT:
+                    return False, last_start
+                skip = next_skip
 
     def _get(self, url, params):
         """The decoded JSON page, or None when the server refuses the $skip (HTTP 422 naming $skip)."""
@@ -197,8 +204,9 @@ class _Search:
                 self.found.append(footprint)
         return last
 
-    def _full(self):
-        return bool(self.query.max_results) and len(self.found) >= self.query.max_results
+    def _full(self, coming=0):
+        """MAX_RESULTS reached (or reached anyway with ``coming`` more products)."""
+        return bool(self.query.max_results) and len(self.found) + coming >= self.query.max_results
 
     def _report(self, last_start):
         span = (self.query.end - self.query.start).total_seconds()
