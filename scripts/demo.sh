@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the main job, headless, on the bundled sample area (data/demo/gers_toulouse.geojson, which
-# crosses 0°E, the boundary of UTM zones 30 and 31). For now: the Sentinel-2 tiles of the area.
-# Later steps of the chain (search -> download -> sen2cor / L3A mosaic) are appended here.
+# crosses 0°E, the boundary of UTM zones 30 and 31): its Sentinel-2 tiles, then a search of the local
+# catalogue replica. Later steps of the chain (download -> sen2cor / L3A mosaic) are appended here.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -54,3 +54,21 @@ tile_ids=$(result tiles TILE_IDS)
 tiles_output=$(result tiles OUTPUT)
 echo "TILE_IDS: $tile_ids"
 echo "OUTPUT:   $tiles_output ($(features "$OUT/tiles.gpkg") tiles)"
+
+# Search: the local Copernicus Data Space OData replica (offline, deterministic) for those tiles.
+REPLICA_LOG="$OUT/replica.log"
+rm -f "$OUT/replica.url"
+"$PYTHON" scripts/replica.py --tiles "$tile_ids" --start 2023-06-01 --end 2023-08-31 \
+    --url-file "$OUT/replica.url" >/dev/null 2>"$REPLICA_LOG" &
+REPLICA_PID=$!
+trap 'kill $REPLICA_PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do [ -s "$OUT/replica.url" ] && break; sleep 0.1; done
+[ -s "$OUT/replica.url" ] || { cat "$REPLICA_LOG" >&2; echo "demo: the OData replica did not start" >&2; exit 1; }
+ODATA_URL=$(cat "$OUT/replica.url")
+
+rm -f "$OUT/footprints.gpkg" "$OUT/footprints.geojson"
+run search sentinel2:search CATALOG=cdse URL="$ODATA_URL" AOI="$AOI" TILES="$tile_ids" \
+    START=2023-06-01 END=2023-06-30 LEVEL=L1C MAX_CLOUD=50 \
+    OUTPUT="$OUT/footprints.gpkg" GEOJSON="$OUT/footprints.geojson"
+echo "FOOTPRINTS: $OUT/footprints.gpkg ($(result search COUNT) products, $(result search TOTAL_BYTES) bytes;" \
+     "GeoJSON: $OUT/footprints.geojson)"
