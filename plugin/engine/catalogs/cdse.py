@@ -162,6 +162,7 @@ class _Search:
                 next_url = body.get("@odata.nextLink")
                 next_skip = _skip_of(next_url) if next_url else None
                 if values and next_url and next_skip <= SKIP_LIMIT and not self._full(len(values)):
+                    check_cancelled(self.is_cancelled)  # no new request once the user cancelled
                     pending = fetcher.submit(self._get, next_url, None)
                 last_start = self._take(values) or last_start
                 self.pages += 1
