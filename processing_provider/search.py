@@ -6,7 +6,6 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsFeature,
     QgsFeatureSink,
-    QgsField,
     QgsFields,
     QgsGeometry,
     QgsProcessing,
@@ -21,7 +20,7 @@ from qgis.core import (
     QgsProcessingParameterString,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QDate, QDateTime, Qt, QTime, QVariant
+from qgis.PyQt.QtCore import QDate, QDateTime, Qt, QTime
 
 from ..plugin import credentials, network
 from ..plugin.aoi import read_aoi
@@ -30,13 +29,14 @@ from ..plugin.engine.errors import ParameterError
 from ..plugin.engine.query import Query
 from ..plugin.layers import post_processor
 from .algorithm import Sentinel2Algorithm, engine_callbacks
+from .fields import field
 
 CATALOGS = list(catalogs.CATALOGS)
 LEVELS = ["L1C", "L2A"]
 PLATFORMS = ["any", "S2A", "S2B", "S2C"]
 DIRECTIONS = ["any", "ASCENDING", "DESCENDING"]
-FIELD_TYPES = {"relative_orbit": QVariant.Int, "sensing_start": QVariant.DateTime, "cloud_cover": QVariant.Double,
-               "size_bytes": QVariant.LongLong, "online": QVariant.Bool}
+FIELD_KINDS = {"relative_orbit": "int", "sensing_start": "datetime", "cloud_cover": "double", "size_bytes": "int64",
+               "online": "bool"}
 
 
 class SearchAlgorithm(Sentinel2Algorithm):
@@ -187,7 +187,7 @@ def _credentials(catalog, authcfg):
 def _fields():
     fields = QgsFields()
     for name in footprints.FIELDS:
-        fields.append(QgsField(name, FIELD_TYPES.get(name, QVariant.String)))
+        fields.append(field(name, FIELD_KINDS.get(name, "string")))
     return fields
 
 

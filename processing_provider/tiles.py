@@ -4,7 +4,6 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsFeature,
     QgsFeatureSink,
-    QgsField,
     QgsFields,
     QgsGeometry,
     QgsProcessing,
@@ -14,12 +13,12 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
 
 from ..plugin.aoi import read_aoi
 from ..plugin.engine import grid
 from ..plugin.layers import post_processor
 from .algorithm import Sentinel2Algorithm, engine_callbacks
+from .fields import field
 
 
 class TilesAlgorithm(Sentinel2Algorithm):
@@ -87,6 +86,6 @@ class TilesAlgorithm(Sentinel2Algorithm):
 
 def _fields():
     fields = QgsFields()
-    fields.append(QgsField("tile_id", QVariant.String, len=5))
-    fields.append(QgsField("epsg", QVariant.Int))
+    fields.append(field("tile_id", "string", 5))
+    fields.append(field("epsg", "int"))
     return fields
