@@ -30,8 +30,9 @@ class Sentinel2Provider(QgsProcessingProvider):
         return plugin_version()
 
     def loadAlgorithms(self):
+        from .download import DownloadAlgorithm
         from .search import SearchAlgorithm
         from .tiles import TilesAlgorithm
 
-        for algorithm in (TilesAlgorithm(), SearchAlgorithm()):
+        for algorithm in (TilesAlgorithm(), SearchAlgorithm(), DownloadAlgorithm()):
             self.addAlgorithm(algorithm)

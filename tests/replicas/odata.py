@@ -577,3 +577,22 @@ def _test_server_class():
             return self.replica.answer(request.path, self._local.pairs, request.headers.get("Host") or self.host)
 
     return ODataTestServer
+
+
+# ---- product downloads -------------------------------------------------------------------------------
+
+def with_content(product, body):
+    """``product`` as the catalogue lists it when its zip is ``body``: ContentLength and MD5 of those bytes (the
+    generated values describe no real bytes). Returns a copy."""
+    product = json.loads(json.dumps(product))
+    product["ContentLength"] = len(body)
+    for entry in product["Checksum"]:
+        if entry["Algorithm"] == "MD5":
+            entry["Value"] = hashlib.md5(body).hexdigest()
+    product["Checksum"] = [entry for entry in product["Checksum"] if entry["Algorithm"] == "MD5"]
+    return product
+
+
+def value_path(product, root=ROOT):
+    """The path of a product's zip, ``<root>/Products(<Id>)/$value`` (the Id unquoted, as on the service)."""
+    return f"{root}/Products({product['Id']})/$value"
