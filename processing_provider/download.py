@@ -29,7 +29,8 @@ from ..plugin.engine.sources import SOURCES, Options
 from ..plugin.engine.sources.stac import normalise_band
 from .algorithm import Sentinel2Algorithm, engine_callbacks
 
-BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12", "SCL", "TCI"]
+# Band names as the contract writes them (BANDS=B4 BANDS=B8, like sentinel2:l3amosaic); the engine pads them.
+BANDS = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12", "SCL", "TCI"]
 WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
 
 

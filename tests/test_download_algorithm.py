@@ -302,7 +302,7 @@ def test_headless_stac_bands_clipped_to_an_aoi(qgis_process, http_server, tmp_pa
                                    "geometry": json.loads(ogr.CreateGeometryFromWkb(utm_square(
                                        340_000, 4_850_000, 10_000)).ExportToJson())}]}))
         result = qgis_process.run_alg("sentinel2:download", {
-            "INPUT": str(tmp_path / "footprints.geojson"), "SOURCE": "stac", "BANDS": ["B04", "B08"],
+            "INPUT": str(tmp_path / "footprints.geojson"), "SOURCE": "stac", "BANDS": ["B4", "B8"],
             "AOI": str(aoi), "OUTPUT_FOLDER": str(tmp_path / "out")}).check()
         assert files.sent < 0.05 * 2 * os.path.getsize(cog)
     folder = tmp_path / "out" / product.name
