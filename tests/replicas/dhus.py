@@ -9,6 +9,18 @@ It implements what sentinelsat 1.x calls when searching:
 - ``GET <root>/api/stub/version`` (``{"value": "<version>"}``), which sentinelsat reads before downloads;
 - HTTP Basic authentication: 401 with an HTML page for a wrong user or password.
 
+And what sentinelsat and the ``dhus`` download source call for a product (services.md §2.2-2.3):
+
+- ``GET <root>/odata/v1/Products('<uuid>')?$format=json``: the OData v2 entry (``{"d": {...}}``) with ``Id``,
+  ``Name``, ``ContentLength`` (a string, as Edm.Int64 is in OData v2 JSON), ``Checksum`` (MD5, upper-case hex),
+  ``Online``, ``/Date(ms)/`` dates, the GML ``ContentGeometry`` and ``__metadata.media_src``; an unknown or
+  removed product answers 404 with DHuS's "Invalid key" OData error;
+- ``GET <root>/odata/v1/Products('<uuid>')/$value``: the product bytes with Range support when online; for an
+  offline product every GET is a retrieval request (sentinelsat's trigger sends ``Range: bytes=0-1``), answered
+  as DHuS's long-term archive does: 202 accepted, 403 with a ``cause-message`` when the user's quota is used up,
+  503 when it is busy (``Product.lta``). Accepted requests are recorded in ``DhusReplica.triggers``;
+- ``GET <root>/odata/v1/Products('<uuid>')/Online/$value``: ``true`` or ``false``.
+
 The Solr query is evaluated for the keys sentinelsat writes: ``key:"value"``, ``key:value`` with ``*``/``?``
 wildcards, ``key:["a" TO "b"]`` ranges (numbers and ISO dates, ``*`` open), ``( ... OR ... )`` groups. The
 ``footprint:"Intersects(...)"`` clause is recorded but not evaluated (no geometry engine here): tests that send
@@ -20,6 +32,7 @@ import dataclasses
 import datetime as dt
 import fnmatch
 import functools
+import hashlib
 import json
 import re
 import uuid as uuid_module
@@ -41,10 +54,19 @@ class Product:
     uuid: str = ""
     orbit_direction: str = "DESCENDING"
     footprint: str = ""       # WKT, lon/lat; default: the tile's outline
+    online: bool = True       # False: in the long-term archive
+    content: bytes = None     # the product zip's bytes (default: 200 kB derived from the name)
+    md5: str = ""             # the checksum the OData entry gives (default: the content's true MD5)
+    lta: str = "accept"       # how a retrieval request of an offline product is answered: accept, quota, busy
+    removed: bool = False     # still found by search, but OData answers "Invalid key" (removed since)
 
     def __post_init__(self):
         self.uuid = self.uuid or str(uuid_module.uuid5(uuid_module.NAMESPACE_URL, self.name))
         self.footprint = self.footprint or tile_footprint(parse_product_name(self.name)["tile_id"])
+        if self.content is None:
+            seed = hashlib.sha256(self.name.encode()).digest()
+            self.content = (seed * (200_000 // len(seed) + 1))[:200_000]
+        self.md5 = (self.md5 or hashlib.md5(self.content).hexdigest()).upper()  # DHuS writes upper case
 
 
 @functools.cache
@@ -77,8 +99,11 @@ class DhusReplica:
         self.products = list(products)
         self.users = dict(users or {"alice": "secret"})
         self.version = version
+        self.triggers = []  # uuids whose retrieval from the long-term archive was accepted
         self.search_route = server.route(f"{self.root}/search", handler=self._search)
         server.route(f"{self.root}/api/stub/version", handler=self._version)
+        for product in self.products:
+            self._product_routes(product)
 
     @property
     def url(self):
@@ -88,7 +113,71 @@ class DhusReplica:
         """The recorded search requests (``query`` has ``rows``, ``start``, ``q``...)."""
         return self.server.requests_to(f"{self.root}/search")
 
+    def odata_path(self, product, suffix=""):
+        return f"{self.root}/odata/v1/Products('{product.uuid}')" + suffix
+
+    def value_requests(self, product):
+        """The recorded ``$value`` requests of ``product`` (downloads and retrieval requests)."""
+        return self.server.requests_to(self.odata_path(product, "/$value"))
+
+    def _product_routes(self, product):
+        self.server.route(self.odata_path(product), query={"$format": "json"},
+                          handler=lambda request: self._entry_json(request, product))
+        self.server.route(self.odata_path(product, "/$value"), handler=lambda request: self._value(request, product))
+        self.server.route(self.odata_path(product, "/Online/$value"),
+                          handler=lambda request: self._online(request, product))
+
     # ---- handlers ----------------------------------------------------------------------------------------
+
+    def _entry_json(self, request, product):
+        if not self._authorised(request):
+            return _unauthorised()
+        if product.removed:
+            return _invalid_key(product)
+        return 200, {"Content-Type": "application/json"}, json.dumps({"d": self._odata(product)}).encode()
+
+    def _odata(self, product):
+        p = properties(product)
+        uri = self.url + self.odata_path(product)[len(self.root) + 1:]
+        start = _odata_date(p["beginposition"])
+        return {
+            "__metadata": {"id": uri, "uri": uri, "type": "DHuS.Product", "content_type": "application/octet-stream",
+                           "media_src": f"{uri}/$value", "edit_media": f"{uri}/$value"},
+            "Id": product.uuid, "Name": product.name, "ContentType": "application/octet-stream",
+            "ContentLength": str(len(product.content)), "ChildrenNumber": "1", "Value": None,
+            "CreationDate": start, "IngestionDate": start, "ModificationDate": start, "EvictionDate": None,
+            "Online": product.online, "OnDemand": not product.online,
+            "ContentDate": {"__metadata": {"type": "DHuS.TimeRange"}, "Start": start, "End": start},
+            "Checksum": {"__metadata": {"type": "DHuS.Checksum"}, "Algorithm": "MD5", "Value": product.md5},
+            "ContentGeometry": p["gmlfootprint"],
+            **{link: {"__deferred": {"uri": f"{uri}/{link}"}} for link in ("Products", "Nodes", "Attributes", "Class")},
+        }
+
+    def _value(self, request, product):
+        if not self._authorised(request):
+            return _unauthorised()
+        if product.removed:
+            return _invalid_key(product)
+        if product.online:
+            return 200, {"Content-Type": "application/octet-stream",
+                         "Content-Disposition": f'attachment; filename="{product.name}.zip"'}, product.content
+        return self._retrieval(product)
+
+    def _retrieval(self, product):
+        if product.lta == "quota":
+            cause = (f"User 'alice' offline products retrieval quota exceeded (20 fetches max) trying to fetch "
+                     f"product {product.name}.zip ({len(product.content)} bytes compressed)")
+            return 403, {"cause-message": cause, "Content-Type": "text/plain"}, b""
+        if product.lta == "busy":
+            return 503, {"cause-message": "The LTA service is not available", "Content-Type": "text/plain"}, b""
+        self.triggers.append(product.uuid)
+        return 202, {"Content-Type": "text/plain"}, b""
+
+    def _online(self, request, product):
+        if not self._authorised(request):
+            return _unauthorised()
+        return 200, {"Content-Type": "application/json"}, json.dumps(product.online).encode()
+
 
     def _version(self, request):
         if not self._authorised(request):
@@ -227,6 +316,17 @@ def _date(text):
 def _unauthorised():
     body = b"<html><body><h1>HTTP Status 401 - Full authentication is required</h1></body></html>"
     return 401, {"Content-Type": "text/html", "WWW-Authenticate": 'Basic realm="Data Hub"'}, body
+
+
+def _invalid_key(product):
+    message = {"lang": "en", "value": f"Invalid key ({product.uuid}) to access Products"}
+    body = {"error": {"code": None, "message": message}}
+    return 404, {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+
+def _odata_date(text):
+    """An ISO timestamp as OData v2 JSON writes dates: ``/Date(<ms since 1970>)/``."""
+    return f"/Date({round(_date(text).timestamp() * 1000)})/"
 
 
 def _feed_error(message):
