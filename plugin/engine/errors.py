@@ -31,9 +31,11 @@ class MissingDependency(S2Error):
         self.module = module
         self.pip_name = pip_name or module
         purpose = f" {needed_for}" if needed_for else ""
+        # Extras ("sentinelhub[aws]") must be quoted for the shell, not in the sentence.
+        argument = f'"{self.pip_name}"' if "[" in self.pip_name else self.pip_name
         super().__init__(
             f"The Python package '{self.pip_name}' is needed{purpose} but is not installed in the Python that "
-            f"QGIS uses; install it with: {install_command(self.pip_name)}"
+            f"QGIS uses; install it with: {install_command(argument)}"
         )
 
 

@@ -25,22 +25,22 @@ SIZE_UNITS = {"B": 1, "KB": 1024, "MB": 1024 ** 2, "GB": 1024 ** 3, "TB": 1024 *
 
 
 def search(query, url, credentials, session, progress, is_cancelled, log, catalog="dhus"):
-    sentinelsat = _import_sentinelsat()
-    root = _root_url(url)
-    user, password = _credentials(credentials, root)
-    own_session = _sentinelsat_session(session, user, password, sentinelsat.__version__)
+    sentinelsat = import_sentinelsat()
+    root = root_url(url)
+    user, password = dhus_credentials(credentials, root)
+    own_session = sentinelsat_session(session, user, password, sentinelsat.__version__)
     api = sentinelsat.SentinelAPI(user, password, root, show_progressbars=False, timeout=own_session.timeout)
     api.session = own_session  # sentinelsat sends everything through this attribute
     keywords = _keywords(query)
     log(f"DHuS search at {http.redact_url(api.api_url)}: {api.format_query(**keywords)}")
     try:
-        with _dhus_errors(sentinelsat, api.api_url):
+        with dhus_errors(sentinelsat, api.api_url):
             return _pages(api, query, keywords, progress, is_cancelled, log)
     finally:
         own_session.close()
 
 
-def _import_sentinelsat():
+def import_sentinelsat():
     try:
         import sentinelsat
     except ImportError:
@@ -48,7 +48,7 @@ def _import_sentinelsat():
     return sentinelsat
 
 
-def _root_url(url):
+def root_url(url):
     root = (url or os.environ.get("DHUS_URL") or "").strip()
     if not root:
         raise ParameterError("URL", "the dhus catalogue needs the root URL of a DHuS mirror (for example "
@@ -58,7 +58,7 @@ def _root_url(url):
     return root if root.endswith("/") else root + "/"
 
 
-def _credentials(credentials, root):
+def dhus_credentials(credentials, root):
     """(user, password) from AUTH, else sentinelsat's environment variables, else ~/.netrc (as its CLI does)."""
     if credentials and credentials.username and credentials.password:
         return credentials.username, credentials.password
@@ -74,7 +74,7 @@ def _credentials(credentials, root):
                                  "configuration or set DHUS_USER and DHUS_PASSWORD.")
 
 
-def _sentinelsat_session(session, user, password, version):
+def sentinelsat_session(session, user, password, version):
     """A session of the plugin's factory for sentinelsat alone, with the caller's proxies, timeout and retries.
 
     SentinelAPI builds a plain ``requests.Session`` (no retries, and its ``timeout`` attribute is ignored by
@@ -202,7 +202,7 @@ def _utc(value):
 
 
 @contextlib.contextmanager
-def _dhus_errors(sentinelsat, url):
+def dhus_errors(sentinelsat, url):
     """sentinelsat and requests exceptions as one-sentence errors naming the DHuS host (never a password)."""
     with http.service_errors(SERVICE, url):
         try:

@@ -87,7 +87,7 @@ def _import():
             from sentinelhub.aws import AwsProductRequest
             from sentinelhub.aws.constants import AwsConstants
     except ImportError:
-        raise MissingDependency("sentinelhub", '"sentinelhub[aws]"', "(sentinelhub with boto3) for the aws "
+        raise MissingDependency("sentinelhub", "sentinelhub[aws]", "(sentinelhub with boto3) for the aws "
                                                                      "download source") from None
     return types.SimpleNamespace(
         boto3=boto3, botocore=botocore, requests=requests, SHConfig=sentinelhub.config.SHConfig,

@@ -37,7 +37,7 @@ CHECKSUMS = (("sha3-256", "SHA3-256"), ("md5", "MD5"))  # sentinelsat's keys, st
 
 def download(footprints, folder, options, session, progress, is_cancelled, log):
     try:
-        sentinelsat = catalog._import_sentinelsat()
+        sentinelsat = catalog.import_sentinelsat()
     except MissingDependency:
         raise MissingDependency("sentinelsat", "sentinelsat", "for the dhus download source") from None
     footprints = list(footprints)
@@ -65,12 +65,12 @@ def _mirror_of(footprint, url):
     if not root:
         match = _ODATA.match(footprint.download_url or "")
         root = match.group(1) if match else None
-    return catalog._root_url(root) if root else None
+    return catalog.root_url(root) if root else None
 
 
 def _from_mirror(sentinelsat, root, footprints, folder, options, session, progress, is_cancelled, log):
-    user, password = _credentials(options.credentials, root)
-    own = catalog._sentinelsat_session(session, user, password, sentinelsat.__version__)
+    user, password = dhus_credentials(options.credentials, root)
+    own = catalog.sentinelsat_session(session, user, password, sentinelsat.__version__)
     api = sentinelsat.SentinelAPI(user, password, root, show_progressbars=False, timeout=own.timeout)
     api.session = own  # sentinelsat sends every request through this attribute
     try:
@@ -91,9 +91,9 @@ def _from_mirror(sentinelsat, root, footprints, folder, options, session, progre
     return _transfer(plans, footprints, session, options, scaled(progress, 0.05, 1.0), is_cancelled, log)
 
 
-def _credentials(credentials, root):
+def dhus_credentials(credentials, root):
     try:
-        return catalog._credentials(credentials, root)
+        return catalog.dhus_credentials(credentials, root)
     except ParameterError:
         raise ParameterError("AUTH", "the dhus source needs a user name and password of the DHuS mirror: choose "
                                      "an authentication configuration or set DHUS_USER and DHUS_PASSWORD.") from None
@@ -155,7 +155,7 @@ def _ask(sentinelsat, api, name, call, missing=None):
     DHuS's "Invalid key" answer). A refused password raises :class:`ParameterError` on AUTH: it is the same for
     every product."""
     try:
-        with catalog._dhus_errors(sentinelsat, api.api_url):
+        with catalog.dhus_errors(sentinelsat, api.api_url):
             try:
                 return call(), None
             except sentinelsat.InvalidKeyError:
@@ -170,7 +170,7 @@ def _request_retrieval(sentinelsat, api, footprint, uuid, title):
     """The 'offline' Result after asking DHuS to restore the product; None when it turns out to be online."""
     host = http.host_of(api.api_url)
     try:
-        with catalog._dhus_errors(sentinelsat, api.api_url):
+        with catalog.dhus_errors(sentinelsat, api.api_url):
             try:
                 if not api.trigger_offline_retrieval(uuid):
                     return None
