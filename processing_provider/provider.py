@@ -31,8 +31,12 @@ class Sentinel2Provider(QgsProcessingProvider):
 
     def loadAlgorithms(self):
         from .download import DownloadAlgorithm
+        from .maja import MajaAlgorithm
+        from .mergedem import MergeDemAlgorithm
         from .search import SearchAlgorithm
+        from .sen2cor import Sen2CorAlgorithm
         from .tiles import TilesAlgorithm
 
-        for algorithm in (TilesAlgorithm(), SearchAlgorithm(), DownloadAlgorithm()):
+        for algorithm in (TilesAlgorithm(), SearchAlgorithm(), DownloadAlgorithm(), MergeDemAlgorithm(),
+                          Sen2CorAlgorithm(), MajaAlgorithm()):
             self.addAlgorithm(algorithm)

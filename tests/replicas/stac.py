@@ -17,6 +17,10 @@ Serving, per flavour (``StacReplica(items, flavour=...)``), on a :class:`servers
 - ``geodes``: POST ``page``/``limit`` paging, ``limit`` above 80 answers 400, ``context.matched``, and a next link
   that is a GET URL without the search's filters (the real one's shape: clients must not follow it).
 
+``api_key`` makes the search refuse requests without that ``X-API-Key`` (401, the status is assumed: no real
+refusal was seen). :func:`theia_downloads` adds MAJA L2A items (``THEIA_REFLECTANCE_SENTINEL2_L2A``) whose zip
+asset the server really serves, a MUSCATE product made by :mod:`replicas.muscate`, behind the API key.
+
 ``max_limit`` clamps ``limit`` as servers do. Faults (429 with Retry-After, 5xx, drops, malformed bodies) come
 from servers.py: ``replica.install(server)`` returns the routes, e.g. ``routes["search"].fail(faults.status(429))``.
 
@@ -295,8 +299,9 @@ class StacReplica:
     """Serves ``items`` (STAC item dicts) like the chosen service; see the module docstring."""
 
     def __init__(self, items, flavour="earth-search", max_limit=None, next_method="POST", merge=False,
-                 window_cap=10_000, conformance=None, ignore_query=False):
+                 window_cap=10_000, conformance=None, ignore_query=False, api_key=None):
         self.flavour = flavour
+        self.api_key = api_key
         self.ignore_query = ignore_query  # a server without the query extension ignores the field
         self.items = sorted(items, key=_sort_key, reverse=True)  # newest first, as the services answer
         self.max_limit = max_limit or (GEODES_MAX_LIMIT if flavour == "geodes" else 10_000)
@@ -324,6 +329,8 @@ class StacReplica:
                            "links": [{"rel": "search", "href": f"{self.root_url}/search", "method": "POST"}]})
 
     def post(self, request):
+        if not _key_accepted(request, self.api_key):
+            return _error(401, "a valid X-API-Key header is needed")
         try:
             params = json.loads(request.body or b"{}")
         except ValueError:
@@ -331,6 +338,8 @@ class StacReplica:
         return self.answer(params, "POST")
 
     def get(self, request):
+        if not _key_accepted(request, self.api_key):
+            return _error(401, "a valid X-API-Key header is needed")
         params = dict(request.query)
         for key in ("intersects", "query", "filter"):
             if key in params:
@@ -398,6 +407,50 @@ class StacReplica:
         if self.flavour != "geodes":
             body.update({"stac_version": "1.0.0", "numberMatched": matched, "numberReturned": len(page)})
         return _json(200, body)
+
+
+def _key_accepted(request, api_key):
+    return api_key is None or request.headers.get("X-API-Key") == api_key
+
+
+# ---- GEODES downloads of MAJA L2A products ------------------------------------------------------------------
+
+THEIA_COLLECTION = "THEIA_REFLECTANCE_SENTINEL2_L2A"
+
+
+def theia_downloads(server, products, api_key, folder, pixels=12, offline=()):
+    """GEODES items of ``products`` (level L2A) in the THEIA collection whose zip asset is a real MUSCATE product
+    (written into ``folder``) served by ``server`` at ``/api/download/<URN>/files/<md5>``, as GEODES' asset URLs
+    are. Without ``X-API-Key`` the download answers 401, with another key 403 (assumed statuses). The products
+    whose index is in ``offline`` are described as on tape ("Is online: false"). Returns ``(items, {product name:
+    route})``; the items' descriptions carry the zips' real size and MD5."""
+    from replicas import muscate
+
+    items, routes = [], {}
+    for index, product in enumerate(products):
+        item = geodes_item(product, THEIA_COLLECTION)
+        name = item["properties"]["identifier"]
+        body = muscate.zip_product(muscate.write_product(folder, name, pixels))
+        md5 = hashlib.md5(body).hexdigest()
+        path = f"/api/download/{item['id']}/files/{md5}"
+        asset = next(a for a in item["assets"].values() if "zip" in a.get("type", ""))
+        asset.update(href=server.url(path),
+                     description=_geodes_description(len(body), index not in offline, "RAWDATA", md5))
+        routes[name] = server.route(path, handler=_keyed(body, api_key))
+        items.append(item)
+    return items, routes
+
+
+def _keyed(body, api_key):
+    def answer(request):
+        key = request.headers.get("X-API-Key")
+        if key is None:
+            return 401, {"Content-Type": "application/json"}, b'{"detail": "Missing API key"}'
+        if key != api_key:
+            return 403, {"Content-Type": "application/json"}, b'{"detail": "Invalid API key"}'
+        return 200, {"Content-Type": "application/zip"}, body
+
+    return answer
 
 
 def _json(status, body):

@@ -1,0 +1,214 @@
+"""sentinel2:maja — MAJA L2A for a tile and a period: CNES's products from GEODES, or a local MAJA run as StartMaja
+runs it (engine: plugin/engine/maja.py)."""
+
+from qgis.core import (
+    QgsContrastEnhancement,
+    QgsMultiBandColorRenderer,
+    QgsProcessingException,
+    QgsProcessingOutputMultipleLayers,
+    QgsProcessingOutputString,
+    QgsProcessingParameterAuthConfig,
+    QgsProcessingParameterDateTime,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+    QgsSettings,
+)
+from qgis.PyQt.QtCore import QDate, QDateTime, QTime
+
+from ..plugin import credentials, network
+from ..plugin.engine import http, maja
+from ..plugin.layers import load_on_completion
+from .algorithm import Sentinel2Algorithm, engine_callbacks
+
+MODES = ["geodes", "local"]
+BRIGHTEST = 0.2  # the true colour stretches 0–20 % reflectance: land looks natural, clouds saturate
+
+
+class MajaAlgorithm(Sentinel2Algorithm):
+    MODE, TILE, START, END, RELATIVE_ORBIT, MAX_CLOUD, AUTH = (
+        "MODE", "TILE", "START", "END", "RELATIVE_ORBIT", "MAX_CLOUD", "AUTH")
+    INPUT_FOLDER, EXECUTABLE, DTM_FOLDER, GIPP_FOLDER, OUTPUT_FOLDER = (
+        "INPUT_FOLDER", "EXECUTABLE", "DTM_FOLDER", "GIPP_FOLDER", "OUTPUT_FOLDER")
+    PRODUCTS, OUTPUT_LAYERS, FAILED = "PRODUCTS", "OUTPUT_LAYERS", "FAILED"
+
+    def name(self):
+        return "maja"
+
+    def displayName(self):
+        return self.tr("MAJA L2A time series for a tile (GEODES or local MAJA)")
+
+    def group(self):
+        return self.tr("Atmospheric correction")
+
+    def groupId(self):
+        return "correct"
+
+    def tags(self):
+        return ["maja", "theia", "muscate", "geodes", "cnes", "peps", "startmaja", "l2a", "cloud mask",
+                "atmospheric correction", "time series"]
+
+    def shortHelpString(self):
+        return self.tr(
+            "MAJA Level-2A products (flat and surface reflectance, cloud mask) for one tile over a period. PEPS's "
+            "on-demand MAJA processing ended with PEPS (2026-03-25); this algorithm gives the same result two "
+            "ways.\n\n"
+            "MODE=geodes: downloads CNES's THEIA MAJA products from GEODES (collection "
+            "THEIA_REFLECTANCE_SENTINEL2_L2A). AUTH holds the GEODES API key (a Basic configuration with the key in "
+            "the password field). Products already in OUTPUT_FOLDER are not downloaded again; archives are "
+            "extracted and removed. The log lists the dates found and every gap longer than the 5-day revisit "
+            "('no product between ... and ...'): THEIA does not issue dates above 90 % cloud. The STAC root can "
+            "be changed with the environment variable SENTINEL2_GEODES_URL.\n"
+            "MODE=local: runs a MAJA 4 installed on this machine (Linux) over the Level-1C products of TILE in "
+            "INPUT_FOLDER (.SAFE folders or zips; other tiles, dates and orbits are left aside and said), as "
+            "StartMaja does: a backward initialisation over the first 8 dates when there are 8, otherwise an "
+            "initialisation, then nominal runs date by date; a gap of 15 days or more (30 before July 2017) or a "
+            "failed date restarts the initialisation. Dates whose product is in OUTPUT_FOLDER are skipped. Each "
+            "date has a log <L1C name>.maja.log in OUTPUT_FOLDER.\n"
+            "EXECUTABLE: MAJA's bin/maja or its installation folder; empty: the plugin setting, then maja on PATH, "
+            "$MAJA_HOME, $MAJA_INSTALL_DIR, /opt/maja and ~/maja.\n"
+            "DTM_FOLDER: the MAJA DTM of the tile, S2__TEST_AUX_REFDE2_T<tile>_0001.HDR with its .DBL.DIR (made by "
+            "StartMaja's prepare_mnt/DTMCreation.py).\n"
+            "GIPP_FOLDER: MAJA's GIPP set (e.g. StartMaja's SENTINEL2_NATIF folder, or the folder holding it) for "
+            "every satellite among the products. A 'userconf' folder inside it replaces the user configuration the "
+            "plugin writes.\n"
+            "RELATIVE_ORBIT: 0 for any orbit. MAX_CLOUD (advanced): the largest cloud share of GEODES products "
+            "(MODE=geodes only).\n\n"
+            "Outputs: PRODUCTS, the MAJA product folders separated by ';'; FAILED, one line per failed date or "
+            "product; OUTPUT_LAYERS, per date the flat reflectance in true colour (B4/B3/B2) and the cloud mask, "
+            "styled, in a group per date.")
+
+    def initAlgorithm(self, config=None):
+        today = QDate.currentDate()
+        parameter = QgsProcessingParameterEnum(self.MODE, self.tr("Mode"), MODES, defaultValue="geodes")
+        parameter.setUsesStaticStrings(True)
+        self.addParameter(parameter)
+        self.addParameter(QgsProcessingParameterString(self.TILE, self.tr("Tile id (e.g. 31TCJ)")))
+        for name, label, default in ((self.START, "Start date", today.addDays(-60)), (self.END, "End date", today)):
+            self.addParameter(QgsProcessingParameterDateTime(
+                name, self.tr(label), QgsProcessingParameterDateTime.Type.Date,
+                defaultValue=QDateTime(default, QTime())))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.RELATIVE_ORBIT, self.tr("Relative orbit (0: any)"), QgsProcessingParameterNumber.Type.Integer, 0,
+            minValue=0, maxValue=143))
+        self.addParameter(QgsProcessingParameterAuthConfig(
+            self.AUTH, self.tr("GEODES API key (MODE=geodes)"), optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            self.INPUT_FOLDER, self.tr("Folder with Level-1C products (MODE=local)"),
+            QgsProcessingParameterFile.Behavior.Folder, optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            self.DTM_FOLDER, self.tr("MAJA DTM folder (MODE=local)"), QgsProcessingParameterFile.Behavior.Folder,
+            optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            self.GIPP_FOLDER, self.tr("MAJA GIPP folder (MODE=local)"), QgsProcessingParameterFile.Behavior.Folder,
+            optional=True))
+        # "*" and not QGIS's default "*.*", which refuses names without an extension such as maja
+        self.addParameter(_advanced(QgsProcessingParameterFile(
+            self.EXECUTABLE, self.tr("MAJA executable bin/maja (MODE=local; empty: find it)"), optional=True,
+            fileFilter="All files (*)")))
+        self.addParameter(_advanced(QgsProcessingParameterNumber(
+            self.MAX_CLOUD, self.tr("Maximum cloud cover (%, MODE=geodes)"),
+            QgsProcessingParameterNumber.Type.Double, 100.0, minValue=0.0, maxValue=100.0)))
+        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("MAJA L2A folder")))
+        self.addOutput(QgsProcessingOutputString(self.PRODUCTS, self.tr("MAJA products (';'-separated)")))
+        self.addOutput(QgsProcessingOutputMultipleLayers(self.OUTPUT_LAYERS, self.tr("True colour and cloud masks")))
+        self.addOutput(QgsProcessingOutputString(self.FAILED, self.tr("Failed dates or products with reasons")))
+
+    def process(self, parameters, context, feedback):
+        mode = self.parameterAsEnumString(parameters, self.MODE, context)
+        request = self._request(parameters, context, mode)
+        output = self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context)
+        if mode == "geodes":
+            products, failed = self._geodes(request, output, parameters, context, feedback)
+        else:
+            products, failed = self._local(request, output, parameters, context, feedback)
+        for name, reason in failed.items():
+            feedback.reportError(f"{name}: {reason}", False)
+        if failed and not products:  # nothing to show: fail, so scripts and job arrays see a non-zero exit
+            raise QgsProcessingException(f"MAJA ({mode}) failed for every date ({len(failed)}); first: "
+                                         f"{next(iter(failed.values()))}")
+        layers = [path for product in products for path in self._load(product, context)]
+        return {self.OUTPUT_FOLDER: output, self.PRODUCTS: ";".join(p.path for p in products),
+                self.OUTPUT_LAYERS: layers, self.FAILED: "\n".join(f"{n}: {r}" for n, r in failed.items())}
+
+    def _request(self, parameters, context, mode):
+        start = self.parameterAsDateTime(parameters, self.START, context).date()
+        end = self.parameterAsDateTime(parameters, self.END, context).date()
+        cloud = self.parameterAsDouble(parameters, self.MAX_CLOUD, context)
+        return maja.period(
+            self.parameterAsString(parameters, self.TILE, context), start.toPyDate(), end.toPyDate(),
+            self.parameterAsInt(parameters, self.RELATIVE_ORBIT, context),
+            cloud if mode == "geodes" and cloud < 100 else None)
+
+    def _geodes(self, request, output, parameters, context, feedback):
+        authcfg = self.parameterAsString(parameters, self.AUTH, context)
+        key = credentials.api_key(authcfg) if authcfg else None
+        progress, is_cancelled = engine_callbacks(feedback)
+        with network.session(retry_methods=http.IDEMPOTENT_METHODS | {"POST"}) as session:
+            result = maja.fetch_geodes(request, output, key, session=session, progress=progress,
+                                       is_cancelled=is_cancelled, log=feedback.pushInfo)
+        for line in result.report():
+            feedback.pushInfo(line)
+        if not result.dates:
+            feedback.pushWarning(f"GEODES has no MAJA product for tile {request.tile} between {request.start} and "
+                                 f"{request.end}.")
+        return result.products, result.failed
+
+    def _local(self, request, output, parameters, context, feedback):
+        plan = maja.plan_local(
+            request, self.parameterAsFile(parameters, self.INPUT_FOLDER, context) or None, output,
+            executable=self.parameterAsFile(parameters, self.EXECUTABLE, context) or None,
+            setting=QgsSettings().value(maja.SETTING_KEY, "", type=str) or None,
+            dtm_folder=self.parameterAsFile(parameters, self.DTM_FOLDER, context) or None,
+            gipp_folder=self.parameterAsFile(parameters, self.GIPP_FOLDER, context) or None)
+        feedback.pushInfo(plan.describe())
+        for note in plan.notes:
+            feedback.pushWarning(note)
+        progress, is_cancelled = engine_callbacks(feedback)
+        result = maja.run_local(plan, progress, is_cancelled, log=feedback.pushInfo)
+        feedback.pushInfo(f"{len(result.products)} date(s) made, {len(result.skipped)} already there, "
+                          f"{len(result.failed)} failed.")
+        products = sorted(result.products + result.skipped, key=lambda p: p.date)
+        return products, result.failed
+
+    def _load(self, product, context):
+        """Ask the context to load the true colour and the cloud mask, styled, in a group per date."""
+        group = f"MAJA T{product.tile} {product.date}"
+        paths = []
+        layers = maja.layers_of(product)
+        for kind, label, style in (("FRE", "true colour (FRE)", _true_colour(maja.reflectance_scale(product))),
+                                   ("CLM", "cloud mask (CLM)", "maja_clm")):
+            if kind in layers:
+                load_on_completion(context, layers[kind], f"{product.date} {label}", self.OUTPUT_LAYERS,
+                                   style=style, group=group)
+                paths.append(layers[kind])
+        return paths
+
+
+def _true_colour(scale):
+    """A style callable: the same 0–20 % reflectance stretch for every date, so dates compare by eye. Without a
+    readable quantification value the layer keeps QGIS's own stretch."""
+
+    def apply(layer):
+        renderer = layer.renderer()
+        if not scale or not isinstance(renderer, QgsMultiBandColorRenderer):
+            return
+        setters = (renderer.setRedContrastEnhancement, renderer.setGreenContrastEnhancement,
+                   renderer.setBlueContrastEnhancement)
+        for band, setter in enumerate(setters, 1):
+            enhancement = QgsContrastEnhancement(layer.dataProvider().dataType(band))
+            enhancement.setContrastEnhancementAlgorithm(
+                QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum)
+            enhancement.setMinimumValue(0)
+            enhancement.setMaximumValue(BRIGHTEST * scale)
+            setter(enhancement)
+
+    return apply
+
+
+def _advanced(parameter):
+    parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+    return parameter

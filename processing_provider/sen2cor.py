@@ -1,0 +1,172 @@
+"""sentinel2:sen2cor — L1C → L2A with Sen2Cor for every L1C product in a folder (engine: plugin/engine/sen2cor.py)."""
+
+import os
+
+from qgis.core import (
+    QgsProcessingException,
+    QgsProcessingOutputMultipleLayers,
+    QgsProcessingOutputString,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+    QgsSettings,
+)
+
+from ..plugin.engine import sen2cor
+from ..plugin.layers import load_on_completion
+from .algorithm import Sentinel2Algorithm, engine_callbacks
+
+# The default filter, "All files (*.*)", makes QGIS 3.22 refuse names without a dot such as L2A_Process.
+ANY_FILE = "All files (*)"
+LAYER_STYLES = {"TCI": ("true colour", "tci"), "SCL": ("scene classification", "scl")}
+
+
+class Sen2CorAlgorithm(Sentinel2Algorithm):
+    INPUT_FOLDER, EXECUTABLE, RESOLUTION, DEM_FOLDER = "INPUT_FOLDER", "EXECUTABLE", "RESOLUTION", "DEM_FOLDER"
+    PROCESSING_BASELINE, GIPP, PARALLEL, PRODUCT_FILTER = "PROCESSING_BASELINE", "GIPP", "PARALLEL", "PRODUCT_FILTER"
+    TIMEOUT, OUTPUT_FOLDER, PRODUCTS, OUTPUT_LAYERS, FAILED = (
+        "TIMEOUT", "OUTPUT_FOLDER", "PRODUCTS", "OUTPUT_LAYERS", "FAILED")
+
+    def name(self):
+        return "sen2cor"
+
+    def displayName(self):
+        return self.tr("Atmospheric correction with Sen2Cor (L1C to L2A)")
+
+    def group(self):
+        return self.tr("Atmospheric correction")
+
+    def groupId(self):
+        return "correct"
+
+    def tags(self):
+        return ["sen2cor", "l2a_process", "l1c", "l2a", "atmospheric correction", "boa", "scl", "batch", "hpc"]
+
+    def shortHelpString(self):
+        return self.tr(
+            "Runs ESA's Sen2Cor (L2A_Process, installed separately) on every Level-1C product in a folder and "
+            "writes the Level-2A products, one Sen2Cor process per product, several at a time.\n\n"
+            "INPUT_FOLDER: .SAFE folders or zips (directly inside or one folder down); zips are extracted for the "
+            "run only. Folders that buckets drop (AUX_DATA, HTML, rep_info) are recreated. Level-2A input is "
+            "refused.\n"
+            "PRODUCT_FILTER: a glob on product names (*T31TCJ*, or one product name: one product per HPC task).\n"
+            "EXECUTABLE: L2A_Process (L2A_Process.bat on Windows) or the Sen2Cor folder; empty: the plugin setting, "
+            "then PATH, $SEN2COR_HOME/bin and the usual install folders (~/Sen2Cor-02.xx.xx-Linux64, "
+            "~/.snap/auxdata/Sen2Cor-*).\n"
+            "RESOLUTION: 10 (10 m and 20 m products), 20 (20 m, plus 60 m when the GIPP downsamples), 60, or all "
+            "(no --resolution: Sen2Cor's default).\n"
+            "DEM_FOLDER: a folder of DEM tiles (SRTM srtm_XX_YY or Copernicus DEM, e.g. from sentinel2:mergedem); "
+            "empty keeps the GIPP's DEM settings.\n"
+            "GIPP: an L2A_GIPP.xml to start from; empty: the one of the Sen2Cor installation. A copy is written for "
+            "each run with only Nr_Threads, DEM_Directory, DEM_Reference and Generate_TCI_Output changed.\n"
+            "PROCESSING_BASELINE: the baseline written into the product names (e.g. 05.10); empty: Sen2Cor's.\n"
+            "PARALLEL: products at a time; 0 = automatic (CPU cores, at most one per 4 GB of available memory).\n"
+            "TIMEOUT: minutes per product before Sen2Cor is stopped (0: no limit).\n\n"
+            "Products whose L2A is already in OUTPUT_FOLDER are skipped; each product gets a log "
+            "<name>.sen2cor.log in OUTPUT_FOLDER; a product counts as done only when Sen2Cor exits with 0 and its "
+            "L2A product is complete. A failed product does not stop the others.\n\n"
+            "Outputs: PRODUCTS, the L2A folders (made now or found) separated by ';'; FAILED, one line per failed "
+            "product with the reason; OUTPUT_LAYERS, per product the true colour image and the scene "
+            "classification (standard SCL palette), loaded in a group per product.")
+
+    def initAlgorithm(self, config=None):
+        self.addParameter(QgsProcessingParameterFile(
+            self.INPUT_FOLDER, self.tr("Folder with Level-1C products"), QgsProcessingParameterFile.Folder))
+        self._enum(self.RESOLUTION, "Resolution (m)", list(sen2cor.RESOLUTIONS), "10")
+        self.addParameter(QgsProcessingParameterFile(
+            self.DEM_FOLDER, self.tr("DEM folder (empty: as the GIPP says)"), QgsProcessingParameterFile.Folder,
+            optional=True))
+        self.addParameter(_advanced(QgsProcessingParameterFile(
+            self.EXECUTABLE, self.tr("Sen2Cor executable L2A_Process (empty: find it)"), optional=True,
+            fileFilter=ANY_FILE)))
+        self.addParameter(_advanced(QgsProcessingParameterFile(
+            self.GIPP, self.tr("GIPP file L2A_GIPP.xml (empty: the installation's)"), extension="xml",
+            optional=True)))
+        self.addParameter(_advanced(QgsProcessingParameterString(
+            self.PROCESSING_BASELINE, self.tr("Processing baseline (e.g. 05.10; empty: Sen2Cor's)"), optional=True)))
+        self.addParameter(_advanced(QgsProcessingParameterNumber(
+            self.PARALLEL, self.tr("Products at a time (0: automatic)"), QgsProcessingParameterNumber.Integer, 0,
+            minValue=0)))
+        self.addParameter(_advanced(QgsProcessingParameterString(
+            self.PRODUCT_FILTER, self.tr("Only products matching (glob, e.g. *T31TCJ*)"), optional=True)))
+        self.addParameter(_advanced(QgsProcessingParameterNumber(
+            self.TIMEOUT, self.tr("Timeout per product (minutes, 0: none)"), QgsProcessingParameterNumber.Double,
+            0.0, minValue=0.0)))
+        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Level-2A folder")))
+        self.addOutput(QgsProcessingOutputString(self.PRODUCTS, self.tr("Level-2A products (';'-separated)")))
+        self.addOutput(QgsProcessingOutputMultipleLayers(self.OUTPUT_LAYERS, self.tr("True colour and SCL layers")))
+        self.addOutput(QgsProcessingOutputString(self.FAILED, self.tr("Failed products with reasons")))
+
+    def _enum(self, name, label, options, default):
+        parameter = QgsProcessingParameterEnum(name, self.tr(label), options, defaultValue=default)
+        parameter.setUsesStaticStrings(True)
+        self.addParameter(parameter)
+
+    def process(self, parameters, context, feedback):
+        batch = sen2cor.plan(
+            self.parameterAsFile(parameters, self.INPUT_FOLDER, context),
+            self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context),
+            self._options(parameters, context),
+            executable=self.parameterAsFile(parameters, self.EXECUTABLE, context) or None,
+            setting=QgsSettings().value(sen2cor.SETTING_KEY, "", type=str) or None)
+        feedback.pushInfo(batch.describe())
+        for note in batch.notes:
+            feedback.pushWarning(note)
+        for name, l2a in batch.skipped.items():
+            feedback.pushInfo(f"{name}: skipped, {os.path.basename(l2a)} is already in the output folder")
+        progress, is_cancelled = engine_callbacks(feedback)
+        result = sen2cor.execute(batch, progress, is_cancelled, log=feedback.pushInfo)
+        return self._outputs(batch, result, context, feedback)
+
+    def _options(self, parameters, context):
+        timeout = self.parameterAsDouble(parameters, self.TIMEOUT, context)
+        return sen2cor.Options(
+            resolution=self.parameterAsEnumString(parameters, self.RESOLUTION, context),
+            dem_folder=self.parameterAsFile(parameters, self.DEM_FOLDER, context) or None,
+            processing_baseline=self.parameterAsString(parameters, self.PROCESSING_BASELINE, context).strip() or None,
+            gipp=self.parameterAsFile(parameters, self.GIPP, context) or None,
+            parallel=self.parameterAsInt(parameters, self.PARALLEL, context),
+            product_filter=self.parameterAsString(parameters, self.PRODUCT_FILTER, context).strip() or None,
+            timeout=timeout * 60 if timeout > 0 else None)
+
+    def _outputs(self, batch, result, context, feedback):
+        failed = "\n".join(f"{name}: {reason}" for name, reason in result.failed.items())
+        for name, reason in result.failed.items():
+            feedback.reportError(f"{name}: {reason}", False)
+        l2a = result.products + list(result.skipped.values())
+        if result.failed and not l2a:  # nothing to show: fail, so scripts and job arrays see a non-zero exit
+            raise QgsProcessingException(
+                f"Sen2Cor failed on every product ({len(result.failed)}); first: {next(iter(result.failed.values()))}")
+        layers = [path for product in l2a for path in self._load(product, context)]
+        feedback.pushInfo(f"{len(result.products)} made, {len(result.skipped)} already there, "
+                          f"{len(result.failed)} failed.")
+        return {self.OUTPUT_FOLDER: batch.output_folder, self.PRODUCTS: ";".join(l2a), self.OUTPUT_LAYERS: layers,
+                self.FAILED: failed}
+
+    def _load(self, l2a, context):
+        """Ask the context to load the product's TCI and SCL, styled, in a group named after the product."""
+        group = os.path.basename(l2a)[:-len(".SAFE")] if l2a.endswith(".SAFE") else os.path.basename(l2a)
+        paths = []
+        for kind, path in sorted(sen2cor.layers_of(l2a).items(), key=lambda item: item[0] != "TCI"):
+            label, style = LAYER_STYLES[kind]
+            load_on_completion(context, path, f"{_short(group)} {label}", self.OUTPUT_LAYERS, style=style,
+                               group=group)
+            paths.append(path)
+        return paths
+
+
+def _advanced(parameter):
+    parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    return parameter
+
+
+def _short(product):
+    """'T34UDD 2023-06-01' from an L2A name, for layer names (the group holds the full name)."""
+    parts = product.split("_")
+    if len(parts) >= 6 and len(parts[2]) >= 8:
+        date = parts[2]
+        return f"{parts[5]} {date[:4]}-{date[4:6]}-{date[6:8]}"
+    return product
