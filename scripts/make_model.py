@@ -1,0 +1,121 @@
+"""Write models/search_download_sen2cor.model3: search -> download -> sen2cor as one graphical model.
+
+The model is data (a .model3 file users open in the modeler); this script is how it is made, so a change of
+the chain is a reviewed change of code. Run with the Python that has qgis:  python3 scripts/make_model.py
+"""
+
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL = os.path.join(ROOT, "models", "search_download_sen2cor.model3")
+
+
+def main():
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import conftest  # noqa: F401  (links the repository as the sentinel2_pipeline package)
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from qgis.core import QgsApplication
+
+    app = QgsApplication([], False)
+    app.initQgis()
+    from sentinel2_pipeline import classFactory
+
+    plugin = classFactory(None)
+    plugin.initProcessing()
+    model = build()
+    errors = [e for child in model.childAlgorithms().values() for e in ([] if child.algorithm() else [child.childId()])]
+    if errors:
+        raise SystemExit(f"unknown child algorithms: {errors}")
+    if not model.toFile(MODEL):
+        raise SystemExit(f"could not write {MODEL}")
+    print(MODEL)
+    plugin.unload()
+    app.exitQgis()
+
+
+def build():
+    from qgis.core import (
+        QgsProcessing,
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource as Source,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterAuthConfig,
+        QgsProcessingParameterDateTime,
+        QgsProcessingParameterFeatureSource,
+        QgsProcessingParameterFile,
+        QgsProcessingParameterNumber,
+        QgsProcessingParameterString,
+    )
+    from qgis.PyQt.QtCore import QPointF
+
+    # The name is also the id (sentinel2:search_download_sen2cor): no spaces, so scripts can type it.
+    model = QgsProcessingModelAlgorithm("search_download_sen2cor", "Models", "models")
+    model.setHelpContent({"ALG_DESC": (
+        "Searches the Copernicus Data Space (or the catalogue at Catalogue URL) for Level-1C products over the "
+        "area and dates, downloads them (AUTH: your Copernicus Data Space account) and runs Sen2Cor on them. "
+        "Outputs: the downloaded products folder and the Level-2A products folder.")})
+    inputs = [
+        QgsProcessingParameterFeatureSource("area", "Area of interest", [QgsProcessing.TypeVectorAnyGeometry]),
+        QgsProcessingParameterDateTime("start", "Start date", QgsProcessingParameterDateTime.Date),
+        QgsProcessingParameterDateTime("end", "End date", QgsProcessingParameterDateTime.Date),
+        QgsProcessingParameterNumber("max_cloud", "Maximum cloud cover (%)", QgsProcessingParameterNumber.Double,
+                                     30.0, minValue=0, maxValue=100),
+        QgsProcessingParameterAuthConfig("auth", "Copernicus Data Space account", optional=True),
+        QgsProcessingParameterString("catalogue_url", "Catalogue URL (empty: Copernicus Data Space)",
+                                     optional=True),
+        QgsProcessingParameterFile("sen2cor", "Sen2Cor executable (empty: find it)", optional=True,
+                                   fileFilter="All files (*)"),
+    ]
+    for index, definition in enumerate(inputs):
+        parameter = QgsProcessingModelParameter(definition.name())
+        parameter.setPosition(QPointF(120, 60 + 70 * index))
+        model.addModelParameter(definition, parameter)
+
+    search = _child("sentinel2:search", "search", "Search Level-1C products", 420, 120, {
+        "CATALOG": Source.fromStaticValue("cdse"), "URL": Source.fromModelParameter("catalogue_url"),
+        "AOI": Source.fromModelParameter("area"), "START": Source.fromModelParameter("start"),
+        "END": Source.fromModelParameter("end"), "LEVEL": Source.fromStaticValue("L1C"),
+        "MAX_CLOUD": Source.fromModelParameter("max_cloud"), "MAX_RESULTS": Source.fromStaticValue(0),
+        "OUTPUT": Source.fromStaticValue("TEMPORARY_OUTPUT")})
+    download = _child("sentinel2:download", "download", "Download the products", 420, 300, {
+        "INPUT": Source.fromChildOutput("search", "OUTPUT"), "SOURCE": Source.fromStaticValue("auto"),
+        "AUTH": Source.fromModelParameter("auth"), "PARALLEL": Source.fromStaticValue(4),
+        "UNZIP": Source.fromStaticValue(True)})
+    download.setModelOutputs({"downloads": _output("downloads", "Downloaded products", "download", "OUTPUT_FOLDER")})
+    sen2cor = _child("sentinel2:sen2cor", "sen2cor", "Sen2Cor: Level-1C to Level-2A", 420, 480, {
+        "INPUT_FOLDER": Source.fromChildOutput("download", "OUTPUT_FOLDER"),
+        "EXECUTABLE": Source.fromModelParameter("sen2cor"), "PARALLEL": Source.fromStaticValue(0)})
+    sen2cor.setModelOutputs({"l2a": _output("l2a", "Level-2A products", "sen2cor", "OUTPUT_FOLDER")})
+    for child in (search, download, sen2cor):
+        model.addChildAlgorithm(child)
+    return model
+
+
+def _child(algorithm_id, child_id, description, x, y, sources):
+    from qgis.core import QgsProcessingModelChildAlgorithm
+    from qgis.PyQt.QtCore import QPointF
+
+    child = QgsProcessingModelChildAlgorithm(algorithm_id)
+    child.setChildId(child_id)
+    child.setDescription(description)
+    child.setPosition(QPointF(x, y))
+    for name, source in sources.items():
+        child.addParameterSources(name, [source])
+    return child
+
+
+def _output(name, description, child_id, output_name):
+    from qgis.core import QgsProcessingModelOutput
+
+    output = QgsProcessingModelOutput(name, description)
+    output.setChildId(child_id)
+    output.setChildOutputName(output_name)
+    return output
+
+
+if __name__ == "__main__":
+    main()
