@@ -20,7 +20,7 @@ import pytest
 from conftest import FIXTURES, ROOT
 from test_safe import L1C, make_l1c, zip_folder
 
-from sentinel2_pipeline.plugin.engine import safe, sen2cor
+from sentinel2_pipeline.plugin.engine import processes, safe, sen2cor
 from sentinel2_pipeline.plugin.engine.errors import Cancelled, ParameterError, S2Error
 
 STANDIN = os.path.join(ROOT, "tests", "standins", "L2A_Process")
@@ -496,7 +496,7 @@ def test_timeout_stops_the_product_and_its_children(tmp_path, standin, monkeypat
     assert "within the timeout of 0.05 minutes and was stopped" in reason
     assert len(result.products) == 1
     hung = next(e for e in records(standin) if "T34UDE" in e["argv"][0])
-    assert sen2cor.group_members(hung["pgid"]) == [] and not alive(hung["child"])
+    assert processes.group_members(hung["pgid"]) == [] and not alive(hung["child"])
     assert final_l2a(str(tmp_path / "out")) == [os.path.basename(result.products[0])]
 
 
@@ -518,7 +518,7 @@ def test_cancel_mid_batch_kills_every_process_group_within_2_s(tmp_path, standin
     entries = records(standin)
     assert len(entries) == 2  # the third product never started
     for entry in entries:
-        assert sen2cor.group_members(entry["pgid"]) == []
+        assert processes.group_members(entry["pgid"]) == []
         assert not alive(entry["pid"]) and not alive(entry["child"])
     assert os.listdir(tmp_path / "out") == [] or all(n.endswith(".sen2cor.log") for n in os.listdir(tmp_path / "out"))
 

@@ -32,8 +32,8 @@ import tempfile
 import threading
 import zipfile
 
+from . import files, grid
 from . import geometry as geom
-from . import grid
 from .callbacks import check_cancelled, never_cancelled, no_progress, scaled
 from .errors import Cancelled, ParameterError, S2Error, ServiceError
 
@@ -755,7 +755,7 @@ def _downloaded(path, cell):
     try:
         return open_raster(path, "URL")
     except ParameterError as error:
-        _remove(path)
+        files.remove(path)
         raise ServiceError(f"{cell.name}: the downloaded file is not a usable DEM ({error}); it was deleted, "
                            "run again or check the URL.") from None
 
@@ -956,7 +956,7 @@ def translate(source, target, progress, is_cancelled, message, **options):
             dataset = None  # closing flushes the last blocks
             error = ""
     if error or not os.path.exists(part):
-        _remove(part)
+        files.remove(part)
         if is_cancelled():
             raise Cancelled()
         raise S2Error(f"Could not write {target}: {error or 'GDAL gave no reason'}")
@@ -994,11 +994,6 @@ def _bounded_cache(width):
             _CacheLimit.users -= 1
             if _CacheLimit.users == 0:
                 gdal.SetCacheMax(_CacheLimit.saved)
-
-
-def _remove(path):
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
 
 
 # --- the Sen2Cor folder -------------------------------------------------------------------------------------
@@ -1064,7 +1059,7 @@ def link(source, dest, symbolic=True):
     relative symbolic link (only when ``symbolic``: links to files outside the folder could dangle), else a copy.
     Returns which of :data:`HARD`, :data:`SYMBOLIC`, :data:`COPY`."""
     temp = dest + ".part"
-    _remove(temp)
+    files.remove(temp)
     try:
         os.link(source, temp)
         kind = HARD

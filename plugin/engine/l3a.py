@@ -47,7 +47,7 @@ import threading
 import urllib.parse
 from typing import Optional
 
-from . import grid, http
+from . import files, grid, http
 from .callbacks import never_cancelled, no_progress, scaled
 from .errors import Cancelled, MissingDependency, ParameterError, S2Error, ServiceError
 
@@ -1058,7 +1058,7 @@ def build_mosaics(plan, output_folder, session, max_masked=100.0, stack=False, c
     progress, is_cancelled, log = progress or no_progress, is_cancelled or never_cancelled, log or no_progress
     if not 0 <= float(max_masked) <= 100:
         raise ParameterError("MAX_MASKED", f"{max_masked} is not a percentage between 0 and 100.")
-    _writable(output_folder)
+    files.writable_folder(output_folder)
     report = plan_report(plan)
     report_path = os.path.join(output_folder, REPORT_NAME)
     write_report(report_path, report)
@@ -1080,15 +1080,6 @@ def build_mosaics(plan, output_folder, session, max_masked=100.0, stack=False, c
     report["stage"] = "complete"
     write_report(report_path, report)
     return result
-
-
-def _writable(folder):
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as error:
-        raise ParameterError("OUTPUT_FOLDER", f"cannot create the folder {folder} ({error.strerror}).") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ParameterError("OUTPUT_FOLDER", f"the folder {folder} is not writable; choose another folder.")
 
 
 def _prepare(plan, sources, session, output_folder, progress, is_cancelled, log):

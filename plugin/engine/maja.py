@@ -40,7 +40,7 @@ import time
 import urllib.parse
 import xml.etree.ElementTree as ET
 
-from . import catalogs, grid, http, safe, transfer
+from . import catalogs, files, grid, http, processes, safe, transfer
 from .callbacks import check_cancelled, never_cancelled, no_progress, scaled
 from .errors import Cancelled, ParameterError, S2Error, ServiceError
 from .footprints import merge, parse_product_name
@@ -65,7 +65,6 @@ SETTING_KEY = "sentinel2_pipeline/maja_executable"
 NODATA = -10000
 LOG_SUFFIX = ".maja.log"
 WORK_FOLDER = ".maja-work"  # hidden: product searches never look inside
-TERM_GRACE = 1.0  # SIGTERM, then SIGKILL after this long: the whole stop stays under 2 s
 ORPHAN_GRACE = 5.0  # MAJA exited but a child still holds its output open
 POLL = 0.1
 
@@ -262,7 +261,7 @@ def fetch_geodes(request, output_folder, api_key, url=None, session=None, progre
     if not api_key:
         raise ParameterError("AUTH", "MODE=geodes downloads need a GEODES API key: store it in an authentication "
                                      "configuration (Basic, key in the password field) and choose it in AUTH.")
-    _writable_folder(output_folder)
+    files.writable_folder(output_folder)
     url = (url or geodes_url()).rstrip("/")
     own = session is None
     session = session or http.new_session(retry_methods=http.IDEMPOTENT_METHODS | {"POST"})
@@ -377,15 +376,6 @@ def _extract(job, output_folder, result, progress, is_cancelled):
         return
     os.remove(job.dest)  # the product is on disk now; keeping the archive would double the space
     result.downloaded.append(job.name)
-
-
-def _writable_folder(folder):
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as error:
-        raise ParameterError("OUTPUT_FOLDER", f"cannot create the folder {folder} ({error.strerror}).") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ParameterError("OUTPUT_FOLDER", f"the folder {folder} is not writable; choose another folder.")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -667,7 +657,7 @@ def plan_local(request, input_folder, output_folder, executable=None, setting=No
     exe = find_executable(executable, setting, environ, home)
     dtm = find_dtm(dtm_folder, request.tile)
     gipp_set, gipp = find_gipp(gipp_folder, sorted({p.platform for p in products}))
-    _writable_folder(output_folder)
+    files.writable_folder(output_folder)
     existing = {p.date: p for p in find_l2(output_folder, request.tile)}
     earlier = [p for day, p in sorted(existing.items()) if day < products[0].date]
     early = [p for p in products if p.date < ANGLES_COMPLETE]
@@ -841,7 +831,7 @@ def run_local(plan, progress=None, is_cancelled=None, log=None):
             previous = _attempt(plan, step, userconf, result, scaled(progress, index / total, (index + 1) / total),
                                 is_cancelled, log)
     finally:
-        _remove(work)
+        files.remove(work)
     progress(1.0, f"MAJA: {len(result.products)} made, {len(result.skipped)} already there, "
                   f"{len(result.failed)} failed")
     return result
@@ -850,7 +840,7 @@ def run_local(plan, progress=None, is_cancelled=None, log=None):
 def _attempt(plan, step, userconf, result, progress, is_cancelled, log):
     """Run one step; the new L2Product, or None after a failure (the next date then starts afresh)."""
     name = step.product.name
-    result.logs[name] = os.path.join(plan.output_folder, _stem(name) + LOG_SUFFIX)
+    result.logs[name] = os.path.join(plan.output_folder, files.product_stem(name) + LOG_SUFFIX)
     try:
         made = _run_step(plan, step, userconf, result.logs[name], progress, is_cancelled, log)
     except _Failed as failure:
@@ -866,7 +856,7 @@ def _attempt(plan, step, userconf, result, progress, is_cancelled, log):
 def _run_step(plan, step, userconf, log_path, progress, is_cancelled, log):
     day = step.product.date
     folder = os.path.join(plan.output_folder, WORK_FOLDER, f"{day:%Y%m%d}")
-    _remove(folder)  # left by a run that died: never reuse its files
+    files.remove(folder)  # left by a run that died: never reuse its files
     paths = {part: os.path.join(folder, part) for part in ("input", "output", "work")}
     for path in paths.values():
         os.makedirs(path)
@@ -881,7 +871,7 @@ def _run_step(plan, step, userconf, log_path, progress, is_cancelled, log):
         code = execute(command, log_path, child_environment(plan.executable), folder, is_cancelled, watcher.feed)
         return _collect(paths["output"], step, code, watcher, log_path, plan)
     finally:
-        _remove(folder)
+        files.remove(folder)
 
 
 def _link_inputs(plan, step, input_folder, cache, is_cancelled):
@@ -920,7 +910,7 @@ def _collect(output, step, code, watcher, log_path, plan):
     if made is None:
         raise _Failed(f"{words} exited with 0 but wrote no L2A product for that date{watcher.summary(log_path)}")
     final = os.path.join(plan.output_folder, made.name)
-    _remove(final)  # not a valid product (else the date would have been skipped): a leftover
+    files.remove(final)  # not a valid product (else the date would have been skipped): a leftover
     os.rename(made.path, final)  # same file system (the work folder is inside the output folder): atomic
     return l2_product(final)
 
@@ -996,8 +986,8 @@ def execute(command, log_path, env, cwd, is_cancelled, on_line):
             log.write("=== stopped: cancelled by the user\n")
             raise
         finally:
-            if group_alive(process):
-                stop_group(process)
+            if processes.alive(process):
+                processes.stop([process])
         log.write(f"=== exit code {code} after {time.monotonic() - started:.1f} s\n")
     return code
 
@@ -1010,12 +1000,12 @@ def _follow(process, log, is_cancelled, on_line):
     while reader.is_alive() or not lines.empty():
         _deliver(lines, log, on_line)
         if is_cancelled():
-            stop_group(process)
+            processes.stop([process])
             raise Cancelled()
         if exited is None and process.poll() is not None:
             exited = time.monotonic()
         elif exited is not None and time.monotonic() - exited > ORPHAN_GRACE:
-            stop_group(process)  # MAJA ended but a child still holds the pipe open
+            processes.stop([process])  # MAJA ended but a child still holds the pipe open
         reader.join(POLL)
     _deliver(lines, log, on_line)
     return process.wait()
@@ -1038,60 +1028,3 @@ def _deliver(lines, log, on_line):
         on_line(line)
 
 
-def stop_group(process):
-    """SIGTERM the process group, SIGKILL what is left after TERM_GRACE: everything is gone within 2 s."""
-    _signal_group(process, signal.SIGTERM)
-    deadline = time.monotonic() + TERM_GRACE
-    while time.monotonic() < deadline and group_alive(process):
-        time.sleep(0.02)
-    if group_alive(process):
-        _signal_group(process, signal.SIGKILL)
-        deadline = time.monotonic() + TERM_GRACE
-        while time.monotonic() < deadline and group_alive(process):
-            time.sleep(0.02)
-
-
-def _signal_group(process, number):
-    try:
-        os.killpg(process.pid, number)
-    except (ProcessLookupError, PermissionError):
-        pass  # already gone
-
-
-def group_alive(process):
-    """Whether the leader or any process of its group still runs (zombies do not count)."""
-    process.poll()  # reap the leader if it has ended
-    if not os.path.isdir("/proc"):
-        try:
-            os.killpg(process.pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-    return bool(group_members(process.pid))
-
-
-def group_members(pgid):
-    """PIDs of process group ``pgid`` that are not zombies (Linux /proc)."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(entry))
-    return members
-
-
-def _stem(name):
-    return re.sub(r"(\.SAFE)?(\.zip)?$", "", os.path.basename(os.path.normpath(name)), flags=re.IGNORECASE)
-
-
-def _remove(path):
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.lexists(path):
-        os.remove(path)

@@ -22,6 +22,7 @@ import xml.etree.ElementTree as ET
 import zipfile
 import zlib
 
+from . import files
 from .callbacks import check_cancelled, no_progress
 from .errors import S2Error
 from .footprints import parse_product_name
@@ -87,13 +88,13 @@ def extract_zip(zip_path, target_folder, progress=None, is_cancelled=None, repla
         total = sum(entry.size for _, entry in plan if entry.kind == "file")
         _check_size(label, total, compressed, target_folder)
         temp = os.path.join(target_folder, f".{top}.extracting")
-        _remove(temp)  # left behind by an interrupted run: never a complete product
+        files.remove(temp)  # left behind by an interrupted run: never a complete product
         try:
             os.makedirs(temp)
             _write_all(plan, temp, strip, total, progress, is_cancelled, label)
-            _move_into_place(temp, final)
+            files.move_into_place(temp, final)
         except BaseException as error:  # cancel and Ctrl+C too: nothing half-extracted stays behind
-            _remove(temp)
+            files.remove(temp)
             if isinstance(error, _ARCHIVE_ERRORS):
                 reason = getattr(error, "strerror", None) or error  # "No space left on device", not errno noise
                 raise S2Error(f"The archive {label} could not be extracted: {reason}.") from error
@@ -213,25 +214,6 @@ def _copy_entry(entry, destination, done, total, progress, is_cancelled, label):
             progress(done / total if total else 1.0, f"Extracting {label}")
             check_cancelled(is_cancelled)  # band files are ~100 MB: cancel within a file, not only between
     return done
-
-
-def _move_into_place(temp, final):
-    if not os.path.exists(final):
-        os.rename(temp, final)
-        return
-    # replace=True: swap, so the final name never points at a half-removed folder
-    old = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.replaced")
-    _remove(old)
-    os.rename(final, old)
-    os.rename(temp, final)
-    _remove(old)
-
-
-def _remove(path):
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.remove(path)
 
 
 def _make_folder(folder):

@@ -33,7 +33,7 @@ from concurrent import futures
 from xml.parsers import expat
 from xml.sax.saxutils import escape
 
-from . import safe
+from . import files, processes, safe
 from .callbacks import never_cancelled, no_progress
 from .errors import Cancelled, ParameterError, S2Error
 from .footprints import parse_product_name
@@ -43,7 +43,6 @@ INSTALL_URL = "https://step.esa.int/main/snap-supported-plugins/sen2cor/"
 RESOLUTIONS = ("10", "20", "60", "all")  # "all": no --resolution, Sen2Cor's own default
 MEMORY_PER_RUN = 4 << 30  # the seeds' rule of thumb for one Sen2Cor process
 MAX_THREADS = 8  # the GIPP's Nr_Threads allows AUTO or 1..8
-TERM_GRACE = 1.0  # SIGTERM, then SIGKILL after this long: the whole stop stays under 2 s
 POLL = 0.1
 HELP_TIMEOUT = 120  # Sen2Cor imports numpy, GDAL, ... before argparse answers --help
 ORPHAN_GRACE = 5.0  # a leader that exited while its children still hold stdout open
@@ -491,7 +490,7 @@ def _split_done(l1c, output_folder):
     for path in l1c:
         existing = safe.find_l2a_for(os.path.basename(path), output_folder) if _datatake(path) in keys else None
         if existing:
-            skipped[_stem(path)] = existing
+            skipped[files.product_stem(path)] = existing
         else:
             todo.append(path)
     return todo, skipped
@@ -589,7 +588,7 @@ class _Run:
 
     def __init__(self, source, output_folder):
         self.source = source
-        self.name = _stem(source)
+        self.name = files.product_stem(source)
         self.staging = os.path.join(output_folder, f"{STAGING_PREFIX}{self.name}")
         self.log_path = os.path.join(output_folder, f"{self.name}{LOG_SUFFIX}")
         self.lock = threading.Lock()
@@ -707,7 +706,7 @@ def _worker(run, plan, cancel, say):
     try:
         if cancel.is_set():
             return None
-        _remove(run.staging)  # a previous run that died: never reuse its half-written files
+        files.remove(run.staging)  # a previous run that died: never reuse its half-written files
         os.makedirs(run.staging)
         l1c = _prepare_input(run, cancel, say)
         command = _command(plan, run, l1c)
@@ -727,7 +726,7 @@ def _worker(run, plan, cancel, say):
     except Exception as error:  # noqa: BLE001 (one product's surprise must not stop the batch)
         return _failed(run, f"{run.name} failed unexpectedly: {type(error).__name__}: {error}.", say)
     finally:
-        _remove(run.staging)
+        files.remove(run.staging)
 
 
 def _failed(run, reason, say):
@@ -787,7 +786,7 @@ def _execute(run, command, cancel):
             run.feed(line)
         code = run.process.wait()
         run.exited = run.exited or time.monotonic()
-        if _alive(run.process):  # Sen2Cor ended but left children behind: no orphans
+        if processes.alive(run.process):  # Sen2Cor ended but left children behind: no orphans
             stop_groups([run], run.stop_reason or "orphans")
         log.write(f"=== exit code {code} after {run.exited - run.started:.1f} s\n")
     return code
@@ -802,7 +801,7 @@ def _lines(run):
         try:
             raw = lines.get(timeout=POLL)
         except queue.Empty:
-            if run.stopped_at and run.exited and time.monotonic() - run.stopped_at > TERM_GRACE + 1.0:
+            if run.stopped_at and run.exited and time.monotonic() - run.stopped_at > processes.TERM_GRACE + 1.0:
                 return
             continue
         if raw is None:
@@ -897,7 +896,7 @@ def _move_into_place(l2a, output_folder):
 # ---------------------------------------------------------------------------------------------------------------
 
 def stop_groups(runs, reason):
-    """SIGTERM every run's process group, SIGKILL what is left after TERM_GRACE: all gone within 2 s."""
+    """Stop every run's process group (TERM, then KILL): all gone within 2 s."""
     targets = []
     for run in runs:
         with run.lock:
@@ -907,62 +906,7 @@ def stop_groups(runs, reason):
         run.stop_reason = run.stop_reason or reason
         run.stopped_at = run.stopped_at or time.monotonic()
         targets.append(process)
-        _signal_group(process, terminate=True)
-    deadline = time.monotonic() + TERM_GRACE
-    while time.monotonic() < deadline and any(_alive(p) for p in targets):
-        time.sleep(0.02)
-    for process in targets:
-        if _alive(process):
-            _signal_group(process, terminate=False)
-        if process.poll() is None:  # not in the group it should lead (cannot happen... unless it does)
-            process.kill()
-
-
-def _signal_group(process, terminate):
-    if WINDOWS:
-        if terminate:
-            process.send_signal(signal.CTRL_BREAK_EVENT)
-        else:
-            subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)], capture_output=True)
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM if terminate else signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass  # already gone
-
-
-def _alive(process):
-    # Windows has no process groups to look at: taskkill /T takes the tree, the leader stands for it.
-    return process.poll() is None if WINDOWS else group_alive(process.pid)
-
-
-def group_alive(pgid):
-    """Whether any process of group ``pgid`` is still running (zombies do not count: nobody may reap them)."""
-    if os.path.isdir("/proc"):
-        return bool(group_members(pgid))
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def group_members(pgid):
-    """PIDs in process group ``pgid`` that are not zombies (Linux /proc)."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(entry))
-    return members
+    processes.stop(targets)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -981,13 +925,3 @@ def layers_of(l2a):
     return chosen
 
 
-def _stem(path):
-    name = os.path.basename(os.path.normpath(path))
-    return re.sub(r"(\.SAFE)?(\.zip)?$", "", name, flags=re.IGNORECASE)
-
-
-def _remove(path):
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.lexists(path):
-        os.remove(path)

@@ -34,7 +34,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from . import http
+from . import files, http
 from .errors import Cancelled, ParameterError, S2Error, ServiceError
 
 CHUNK = 1 << 20
@@ -212,19 +212,10 @@ def _check_destinations(transfers):
         needed[folder] = needed.get(folder, 0) + _bytes_missing(transfer)
     by_device = {}  # folders on one file system share its free space
     for folder, count in needed.items():
-        _writable_folder(folder)
+        files.writable_folder(folder)
         by_device.setdefault(os.stat(folder).st_dev, [0, folder])[0] += count
     for count, folder in by_device.values():
         check_free_space(folder, count)
-
-
-def _writable_folder(folder):
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as error:
-        raise ParameterError("OUTPUT_FOLDER", f"cannot create the folder {folder} ({error.strerror}).") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ParameterError("OUTPUT_FOLDER", f"the folder {folder} is not writable; choose another folder.")
 
 
 def _bytes_missing(transfer):

@@ -36,7 +36,7 @@ import threading
 import types
 import warnings
 
-from .. import http, safe
+from .. import files, http, safe
 from ..callbacks import check_cancelled, scaled
 from ..errors import Cancelled, MissingDependency, ParameterError, S2Error
 from ..footprints import parse_product_name
@@ -195,10 +195,10 @@ def _product(lib, footprint, folder, config, options, progress, is_cancelled, lo
     except Exception as error:  # noqa: BLE001 (whatever sentinelhub, boto3 or requests raise: one sentence)
         return Result(footprint, "failed", None, _reason(lib, name, config, error))  # work kept for a resume
     if problem:
-        safe._remove(work)  # the bucket lacks what Sen2Cor needs: nothing worth resuming
+        files.remove(work)  # the bucket lacks what Sen2Cor needs: nothing worth resuming
         return Result(footprint, "failed", None, problem)
-    safe._move_into_place(os.path.join(work, f"{name}.SAFE"), final)  # swaps out a broken earlier copy
-    safe._remove(work)
+    files.move_into_place(os.path.join(work, f"{name}.SAFE"), final)  # swaps out a broken earlier copy
+    files.remove(work)
     return Result(footprint, "downloaded", final)
 
 

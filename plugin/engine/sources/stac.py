@@ -33,7 +33,7 @@ import re
 import threading
 import urllib.parse
 
-from .. import http, transfer
+from .. import files, http, transfer
 from ..errors import Cancelled, MissingDependency, ParameterError, S2Error
 from . import Result, common
 
@@ -384,11 +384,11 @@ def clip(source, dest, area, options, stop, href):
                     _copy_window(src, out, window, area, stop)
                     out.update_tags(S2_AOI=area.digest, S2_ASSET=href)
     except rasterio.errors.RasterioError as error:
-        _remove(part)
+        files.remove(part)
         reason = _gdal_reason(error)
         raise _ProductFailure(f"GDAL could not read the band from {http.host_of(href)} ({reason}).") from None
     except BaseException:
-        _remove(part)
+        files.remove(part)
         raise
     os.replace(part, dest)
 
@@ -459,10 +459,3 @@ def _clip_is_current(dest, digest, href):
 def _gdal_reason(error):
     text = " ".join(str(error).split())
     return http.redact(text)[:160].rstrip(".")
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
