@@ -7,6 +7,8 @@ a symbolic link in ``build/pluginpath`` so relative imports inside the plugin wo
 import os
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLUGIN_NAME = "sentinel2_pipeline"
 PLUGIN_PATH = os.path.join(ROOT, "build", "pluginpath")
@@ -26,3 +28,14 @@ def _link_plugin():
 
 _link_plugin()
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_processing):
+    """The plugin's provider, registered the way qgis_process loads it (classFactory(None) + initProcessing)."""
+    from sentinel2_pipeline import classFactory
+
+    plugin = classFactory(None)
+    plugin.initProcessing()
+    yield plugin.provider
+    plugin.unload()

@@ -19,24 +19,13 @@ from qgis.core import (
 )
 from servers import TestServer
 
-from sentinel2_pipeline import classFactory
 from sentinel2_pipeline.plugin.engine import dem
-from sentinel2_pipeline.processing_provider.mergedem import METRES_PER_DEGREE, MergeDemAlgorithm
+from sentinel2_pipeline.processing_provider.mergedem import METRES_PER_DEGREE
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from headless import ROOT, QgisProcess, find_qgis_process  # noqa: E402
 
 TILE = "31TFK"  # crosses 5°E and 45°N: four SRTM tiles
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    plugin = classFactory(None)
-    plugin.initProcessing()
-    if plugin.provider.algorithm("mergedem") is None:  # until provider.py registers it
-        plugin.provider.addAlgorithm(MergeDemAlgorithm())
-    yield plugin.provider
-    plugin.unload()
 
 
 @pytest.fixture(scope="module")

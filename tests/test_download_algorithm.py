@@ -29,13 +29,11 @@ from servers import faults, http_server  # noqa: F401  (the fixture is found by 
 from test_download import safe_zip, utm_square
 from test_transfer import CountingServer
 
-from sentinel2_pipeline import classFactory
 from sentinel2_pipeline.plugin.engine import footprints as footprints_module
 from sentinel2_pipeline.plugin.engine import safe
 from sentinel2_pipeline.plugin.engine.catalogs import cdse as cdse_catalogue
 from sentinel2_pipeline.plugin.engine.catalogs import stac as stac_catalogue
 from sentinel2_pipeline.plugin.engine.transfer import CHUNK
-from sentinel2_pipeline.processing_provider.download import DownloadAlgorithm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from headless import ROOT, QgisProcess, find_qgis_process, qgis_process  # noqa: E402, F401
@@ -43,16 +41,6 @@ from headless import ROOT, QgisProcess, find_qgis_process, qgis_process  # noqa:
 USER, PASSWORD = "bob@example.org", "s3cret-CDSE-pw"
 MASTER = "master password for the tests"
 TILE = "31TCJ"
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    plugin = classFactory(None)
-    plugin.initProcessing()
-    if plugin.provider.algorithm("download") is None:  # until provider.py registers it
-        plugin.provider.addAlgorithm(DownloadAlgorithm())
-    yield plugin.provider
-    plugin.unload()
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,8 @@ from qgis.core import (
 )
 from replicas import dlr
 
-from sentinel2_pipeline import classFactory
 from sentinel2_pipeline.plugin.engine import l3a
-from sentinel2_pipeline.processing_provider.l3amosaic import GROUP, L3AMosaicAlgorithm
+from sentinel2_pipeline.processing_provider.l3amosaic import GROUP
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from headless import find_qgis_process, qgis_process  # noqa: E402, F401
@@ -31,16 +30,6 @@ from test_l3a import ACROSS, lonlat_rectangle  # noqa: E402
 LAYOUT = dlr.Layout(tiles=("32UQB", "32UQC"), months=("2021-04", "2021-05", "2021-06"), bands=("B2", "B3", "B4"),
                     clouds=(("2021-05", 2),))
 PARAMETERS = ["AOI", "START_MONTH", "END_MONTH", "BANDS", "URL", "MAX_MASKED", "STACK", "OUTPUT_FOLDER"]
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    plugin = classFactory(None)
-    plugin.initProcessing()
-    if plugin.provider.algorithm("l3amosaic") is None:  # until processing_provider/provider.py registers it
-        assert plugin.provider.addAlgorithm(L3AMosaicAlgorithm())
-    yield plugin.provider
-    plugin.unload()
 
 
 @pytest.fixture(scope="module")

@@ -21,26 +21,14 @@ from replicas import stac as replica
 from servers import http_server  # noqa: F401 (fixture)
 from test_maja import KEY, STANDIN, TILE, Site, records, series, theia_products
 
-from sentinel2_pipeline import classFactory
 from sentinel2_pipeline.plugin.engine import maja
-from sentinel2_pipeline.processing_provider.maja import MajaAlgorithm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from headless import find_qgis_process, qgis_process  # noqa: E402, F401
 
 PARAMETERS = ["MODE", "TILE", "START", "END", "RELATIVE_ORBIT", "AUTH", "INPUT_FOLDER", "DTM_FOLDER", "GIPP_FOLDER",
-              "EXECUTABLE", "MAX_CLOUD", "OUTPUT_FOLDER"]
+              "EXECUTABLE", "MAX_CLOUD", "EXECUTOR", "SLURM_OPTIONS", "WAIT", "OUTPUT_FOLDER"]
 MASTER = "test master password"  # the other algorithm tests' choice: one session, one authentication database
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    plugin = classFactory(None)
-    plugin.initProcessing()
-    if plugin.provider.algorithm("maja") is None:  # until processing_provider/provider.py registers it
-        assert plugin.provider.addAlgorithm(MajaAlgorithm())
-    yield plugin.provider
-    plugin.unload()
 
 
 @pytest.fixture
@@ -88,7 +76,7 @@ def test_parameters_are_the_public_interface(provider):
     mode = algorithm.parameterDefinition("MODE")
     assert mode.options() == ["geodes", "local"] and mode.usesStaticStrings()
     assert sorted(o.name() for o in algorithm.outputDefinitions()) == [
-        "FAILED", "OUTPUT_FOLDER", "OUTPUT_LAYERS", "PRODUCTS"]
+        "FAILED", "JOB_ID", "OUTPUT_FOLDER", "OUTPUT_LAYERS", "PRODUCTS"]
     assert "DTMCreation.py" in algorithm.shortHelpString() and "SENTINEL2_GEODES_URL" in algorithm.shortHelpString()
 
 

@@ -9,21 +9,11 @@ import pytest
 from qgis.core import QgsFeature, QgsGeometry, QgsProcessingException, QgsProcessingFeedback, QgsVectorLayer
 from replicas import odata
 
-from sentinel2_pipeline import classFactory
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from headless import ROOT, find_qgis_process, qgis_process  # noqa: E402, F401
 
 DEMO_AREA = os.path.join(ROOT, "data", "demo", "gers_toulouse.geojson")
 TILES = ["30TYP", "31TBJ", "31TCJ", "31TDJ"]
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    plugin = classFactory(None)
-    plugin.initProcessing()
-    yield plugin.provider
-    plugin.unload()
 
 
 PRODUCTS = odata.generate_products(TILES, dt.date(2023, 6, 1), dt.date(2023, 7, 31), 5, ("L1C", "L2A"))

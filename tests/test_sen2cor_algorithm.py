@@ -16,22 +16,9 @@ from qgis.core import (
 from test_safe import make_l1c
 from test_sen2cor import GIPP_210, PB_GIPP, STANDIN, alive, l1c_name, records
 
-from sentinel2_pipeline import classFactory
 from sentinel2_pipeline.plugin.engine import sen2cor
-from sentinel2_pipeline.processing_provider.sen2cor import Sen2CorAlgorithm
 
 ALGORITHM = "sentinel2:sen2cor"
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    plugin = classFactory(None)
-    plugin.initProcessing()
-    # Until the provider lists the algorithm itself, add it here (the lead registers it in provider.py).
-    if QgsApplication.processingRegistry().algorithmById(ALGORITHM) is None:
-        plugin.provider.addAlgorithm(Sen2CorAlgorithm())
-    yield plugin.provider
-    plugin.unload()
 
 
 @pytest.fixture
@@ -85,9 +72,9 @@ def test_parameters_are_the_public_interface(provider):
     algorithm = QgsApplication.processingRegistry().algorithmById(ALGORITHM)
     names = [p.name() for p in algorithm.parameterDefinitions()]
     assert names == ["INPUT_FOLDER", "RESOLUTION", "DEM_FOLDER", "EXECUTABLE", "GIPP", "PROCESSING_BASELINE",
-                     "PARALLEL", "PRODUCT_FILTER", "TIMEOUT", "OUTPUT_FOLDER"]
+                     "PARALLEL", "PRODUCT_FILTER", "TIMEOUT", "EXECUTOR", "SLURM_OPTIONS", "WAIT", "OUTPUT_FOLDER"]
     assert [o.name() for o in algorithm.outputDefinitions()] == ["OUTPUT_FOLDER", "PRODUCTS", "OUTPUT_LAYERS",
-                                                                 "FAILED"]
+                                                                 "FAILED", "JOB_ID"]
     resolution = algorithm.parameterDefinition("RESOLUTION")
     assert resolution.usesStaticStrings() and resolution.options() == ["10", "20", "60", "all"]
     assert resolution.defaultValue() == "10"

@@ -10,16 +10,6 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from sentinel2_pipeline import classFactory
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    plugin = classFactory(None)
-    plugin.initProcessing()
-    yield plugin.provider
-    plugin.unload()
-
 
 class RecordingFeedback(QgsProcessingFeedback):
     def __init__(self):
