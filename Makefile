@@ -3,7 +3,9 @@
 #
 #   make deps      install what is missing (apt-get as root; .venv with --system-site-packages)
 #   make test      every test: engine unit tests, QGIS tests (pytest-qgis), headless qgis_process tests
-#   make demo      the main job, headless, on the bundled sample area (data/demo/)
+#   make demo      the main job, headless, offline: tiles -> search -> download -> sen2cor / L3A mosaic against
+#                  local replicas of the services, on the bundled sample areas (data/demo/)
+#   make demo-live the same chain against the real services that need no account (Earth Search, DLR; internet)
 #   make bench     every benchmarks/bench_*.py
 #   make package   dist/sentinel2_pipeline-<version>.zip for plugins.qgis.org
 #   make deploy    install that zip into the local QGIS profile (QGIS_PROFILE_DIR=...)
@@ -27,7 +29,7 @@ JUNIT := build/test-results/junit.xml
 export QT_QPA_PLATFORM := offscreen
 export SYS_PYTHON VENV
 
-.PHONY: help deps test demo bench package deploy lint clean distclean
+.PHONY: help deps test demo demo-live bench package deploy lint clean distclean
 
 help:
 	@sed -n 's/^#   make /  make /p' Makefile
@@ -42,6 +44,9 @@ test: deps
 
 demo: deps
 	@bash scripts/demo.sh
+
+demo-live: deps
+	@bash scripts/demo.sh --live
 
 bench: deps
 	@set -e; for bench in benchmarks/bench_*.py; do \

@@ -39,9 +39,6 @@ def build():
     from qgis.core import (
         QgsProcessing,
         QgsProcessingModelAlgorithm,
-        QgsProcessingModelChildAlgorithm,
-        QgsProcessingModelChildParameterSource as Source,
-        QgsProcessingModelOutput,
         QgsProcessingModelParameter,
         QgsProcessingParameterAuthConfig,
         QgsProcessingParameterDateTime,
@@ -49,6 +46,9 @@ def build():
         QgsProcessingParameterFile,
         QgsProcessingParameterNumber,
         QgsProcessingParameterString,
+    )
+    from qgis.core import (
+        QgsProcessingModelChildParameterSource as Source,
     )
     from qgis.PyQt.QtCore import QPointF
 
