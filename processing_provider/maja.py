@@ -2,12 +2,14 @@
 runs it (engine: plugin/engine/maja.py)."""
 
 from qgis.core import (
+    QgsApplication,
     QgsContrastEnhancement,
     QgsMultiBandColorRenderer,
     QgsProcessingException,
     QgsProcessingOutputMultipleLayers,
     QgsProcessingOutputString,
     QgsProcessingParameterAuthConfig,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDateTime,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
@@ -20,7 +22,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QDate, QDateTime, QTime
 
 from ..plugin import credentials, network
-from ..plugin.engine import http, maja
+from ..plugin.engine import http, maja, slurm
+from ..plugin.engine.errors import ParameterError
 from ..plugin.layers import load_on_completion
 from .algorithm import Sentinel2Algorithm, engine_callbacks
 
@@ -34,6 +37,7 @@ class MajaAlgorithm(Sentinel2Algorithm):
     INPUT_FOLDER, EXECUTABLE, DTM_FOLDER, GIPP_FOLDER, OUTPUT_FOLDER = (
         "INPUT_FOLDER", "EXECUTABLE", "DTM_FOLDER", "GIPP_FOLDER", "OUTPUT_FOLDER")
     PRODUCTS, OUTPUT_LAYERS, FAILED = "PRODUCTS", "OUTPUT_LAYERS", "FAILED"
+    EXECUTOR, SLURM_OPTIONS, WAIT, JOB_ID = "EXECUTOR", "SLURM_OPTIONS", "WAIT", "JOB_ID"
 
     def name(self):
         return "maja"
@@ -76,7 +80,13 @@ class MajaAlgorithm(Sentinel2Algorithm):
             "every satellite among the products. A 'userconf' folder inside it replaces the user configuration the "
             "plugin writes.\n"
             "RELATIVE_ORBIT: 0 for any orbit. MAX_CLOUD (advanced): the largest cloud share of GEODES products "
-            "(MODE=geodes only).\n\n"
+            "(MODE=geodes only).\n"
+            "EXECUTOR (MODE=local): local (this machine) or slurm: a SLURM job array with one task for the tile, "
+            "which runs this algorithm with qgis_process (EXECUTOR=local), log slurm-<job>_<task>.out in "
+            "OUTPUT_FOLDER; memory per task: the RAM of the MAJA user configuration (8096 MB without one). "
+            "SLURM_OPTIONS: sbatch options, e.g. --partition=short --time=12:00:00 --account=proj, or #SBATCH lines. "
+            "WAIT=false returns after the submission with JOB_ID; run again with the same OUTPUT_FOLDER to collect "
+            "the results.\n\n"
             "Outputs: PRODUCTS, the MAJA product folders separated by ';'; FAILED, one line per failed date or "
             "product; OUTPUT_LAYERS, per date the flat reflectance in true colour (B4/B3/B2) and the cloud mask, "
             "styled, in a group per date.")
@@ -112,19 +122,58 @@ class MajaAlgorithm(Sentinel2Algorithm):
         self.addParameter(_advanced(QgsProcessingParameterNumber(
             self.MAX_CLOUD, self.tr("Maximum cloud cover (%, MODE=geodes)"),
             QgsProcessingParameterNumber.Type.Double, 100.0, minValue=0.0, maxValue=100.0)))
+        self._executor_parameters()
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("MAJA L2A folder")))
         self.addOutput(QgsProcessingOutputString(self.PRODUCTS, self.tr("MAJA products (';'-separated)")))
         self.addOutput(QgsProcessingOutputMultipleLayers(self.OUTPUT_LAYERS, self.tr("True colour and cloud masks")))
         self.addOutput(QgsProcessingOutputString(self.FAILED, self.tr("Failed dates or products with reasons")))
+        self.addOutput(QgsProcessingOutputString(self.JOB_ID, self.tr("SLURM job id (EXECUTOR=slurm)")))
+
+    def _executor_parameters(self):
+        executor = QgsProcessingParameterEnum(self.EXECUTOR, self.tr("Run on (MODE=local)"), list(slurm.EXECUTORS),
+                                              defaultValue="local")
+        executor.setUsesStaticStrings(True)
+        self.addParameter(_advanced(executor))
+        self.addParameter(_advanced(QgsProcessingParameterString(
+            self.SLURM_OPTIONS, self.tr("SLURM options (sbatch options or #SBATCH lines)"), multiLine=True,
+            optional=True)))
+        self.addParameter(_advanced(QgsProcessingParameterBoolean(
+            self.WAIT, self.tr("Wait for the SLURM job (false: submit and return its id)"), True)))
 
     def process(self, parameters, context, feedback):
         mode = self.parameterAsEnumString(parameters, self.MODE, context)
+        if self.parameterAsEnumString(parameters, self.EXECUTOR, context) == "slurm":
+            return self._on_slurm(mode, parameters, context, feedback)
         request = self._request(parameters, context, mode)
         output = self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context)
         if mode == "geodes":
             products, failed = self._geodes(request, output, parameters, context, feedback)
         else:
             products, failed = self._local(request, output, parameters, context, feedback)
+        return self._outputs(mode, output, products, failed, context, feedback)
+
+    def _on_slurm(self, mode, parameters, context, feedback):
+        """EXECUTOR=slurm: collect the job remembered in OUTPUT_FOLDER, or plan the tile and submit its task."""
+        if mode != "local":
+            raise ParameterError("EXECUTOR", "slurm runs a local MAJA on the cluster (MODE=local); GEODES "
+                                             "downloads (MODE=geodes) run on this machine with EXECUTOR=local.")
+        output = self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context)
+        wait = self.parameterAsBoolean(parameters, self.WAIT, context)
+        options = slurm.parse_options(self.parameterAsString(parameters, self.SLURM_OPTIONS, context))
+        progress, is_cancelled = engine_callbacks(feedback)
+        follow = {"progress": progress, "is_cancelled": is_cancelled, "log": feedback.pushInfo}
+        outcome = slurm.resume(output, "maja", wait, **follow)
+        if outcome is None:
+            plan = self._plan_local(self._request(parameters, context, mode), output, parameters, context, feedback)
+            job = slurm.maja_array([plan], self.parameterAsFile(parameters, self.DTM_FOLDER, context) or None,
+                                   self.parameterAsFile(parameters, self.GIPP_FOLDER, context) or None)
+            search = [QgsApplication.applicationDirPath(), QgsApplication.prefixPath() + "/bin"]
+            outcome = slurm.run(job, options, wait, search=search, **follow)
+        products = [maja.l2_product(path) for path in outcome.products]
+        results = self._outputs(mode, output, [p for p in products if p], outcome.failed, context, feedback)
+        return dict(results, **{self.JOB_ID: outcome.job_id})
+
+    def _outputs(self, mode, output, products, failed, context, feedback):
         for name, reason in failed.items():
             feedback.reportError(f"{name}: {reason}", False)
         if failed and not products:  # nothing to show: fail, so scripts and job arrays see a non-zero exit
@@ -158,6 +207,15 @@ class MajaAlgorithm(Sentinel2Algorithm):
         return result.products, result.failed
 
     def _local(self, request, output, parameters, context, feedback):
+        plan = self._plan_local(request, output, parameters, context, feedback)
+        progress, is_cancelled = engine_callbacks(feedback)
+        result = maja.run_local(plan, progress, is_cancelled, log=feedback.pushInfo)
+        feedback.pushInfo(f"{len(result.products)} date(s) made, {len(result.skipped)} already there, "
+                          f"{len(result.failed)} failed.")
+        products = sorted(result.products + result.skipped, key=lambda p: p.date)
+        return products, result.failed
+
+    def _plan_local(self, request, output, parameters, context, feedback):
         plan = maja.plan_local(
             request, self.parameterAsFile(parameters, self.INPUT_FOLDER, context) or None, output,
             executable=self.parameterAsFile(parameters, self.EXECUTABLE, context) or None,
@@ -167,12 +225,7 @@ class MajaAlgorithm(Sentinel2Algorithm):
         feedback.pushInfo(plan.describe())
         for note in plan.notes:
             feedback.pushWarning(note)
-        progress, is_cancelled = engine_callbacks(feedback)
-        result = maja.run_local(plan, progress, is_cancelled, log=feedback.pushInfo)
-        feedback.pushInfo(f"{len(result.products)} date(s) made, {len(result.skipped)} already there, "
-                          f"{len(result.failed)} failed.")
-        products = sorted(result.products + result.skipped, key=lambda p: p.date)
-        return products, result.failed
+        return plan
 
     def _load(self, product, context):
         """Ask the context to load the true colour and the cloud mask, styled, in a group per date."""

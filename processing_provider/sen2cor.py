@@ -3,9 +3,11 @@
 import os
 
 from qgis.core import (
+    QgsApplication,
     QgsProcessingException,
     QgsProcessingOutputMultipleLayers,
     QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
@@ -15,7 +17,7 @@ from qgis.core import (
     QgsSettings,
 )
 
-from ..plugin.engine import sen2cor
+from ..plugin.engine import sen2cor, slurm
 from ..plugin.layers import load_on_completion
 from .algorithm import Sentinel2Algorithm, engine_callbacks
 
@@ -29,6 +31,7 @@ class Sen2CorAlgorithm(Sentinel2Algorithm):
     PROCESSING_BASELINE, GIPP, PARALLEL, PRODUCT_FILTER = "PROCESSING_BASELINE", "GIPP", "PARALLEL", "PRODUCT_FILTER"
     TIMEOUT, OUTPUT_FOLDER, PRODUCTS, OUTPUT_LAYERS, FAILED = (
         "TIMEOUT", "OUTPUT_FOLDER", "PRODUCTS", "OUTPUT_LAYERS", "FAILED")
+    EXECUTOR, SLURM_OPTIONS, WAIT, JOB_ID = "EXECUTOR", "SLURM_OPTIONS", "WAIT", "JOB_ID"
 
     def name(self):
         return "sen2cor"
@@ -64,7 +67,12 @@ class Sen2CorAlgorithm(Sentinel2Algorithm):
             "each run with only Nr_Threads, DEM_Directory, DEM_Reference and Generate_TCI_Output changed.\n"
             "PROCESSING_BASELINE: the baseline written into the product names (e.g. 05.10); empty: Sen2Cor's.\n"
             "PARALLEL: products at a time; 0 = automatic (CPU cores, at most one per 4 GB of available memory).\n"
-            "TIMEOUT: minutes per product before Sen2Cor is stopped (0: no limit).\n\n"
+            "TIMEOUT: minutes per product before Sen2Cor is stopped (0: no limit).\n"
+            "EXECUTOR: local (this machine) or slurm: one SLURM job array with one task per product, each task "
+            "running this algorithm with qgis_process (PRODUCT_FILTER=<product>, EXECUTOR=local), logs "
+            "slurm-<job>_<task>.out in OUTPUT_FOLDER. SLURM_OPTIONS: sbatch options, e.g. --partition=short "
+            "--time=02:00:00 --account=proj, or #SBATCH lines (default memory per task: 4096M). WAIT=false returns "
+            "after the submission with JOB_ID; run again with the same OUTPUT_FOLDER to collect the results.\n\n"
             "Products whose L2A is already in OUTPUT_FOLDER are skipped; each product gets a log "
             "<name>.sen2cor.log in OUTPUT_FOLDER; a product counts as done only when Sen2Cor exits with 0 and its "
             "L2A product is complete. A failed product does not stop the others.\n\n"
@@ -95,10 +103,23 @@ class Sen2CorAlgorithm(Sentinel2Algorithm):
         self.addParameter(_advanced(QgsProcessingParameterNumber(
             self.TIMEOUT, self.tr("Timeout per product (minutes, 0: none)"), QgsProcessingParameterNumber.Double,
             0.0, minValue=0.0)))
+        self._executor_parameters()
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Level-2A folder")))
         self.addOutput(QgsProcessingOutputString(self.PRODUCTS, self.tr("Level-2A products (';'-separated)")))
         self.addOutput(QgsProcessingOutputMultipleLayers(self.OUTPUT_LAYERS, self.tr("True colour and SCL layers")))
         self.addOutput(QgsProcessingOutputString(self.FAILED, self.tr("Failed products with reasons")))
+        self.addOutput(QgsProcessingOutputString(self.JOB_ID, self.tr("SLURM job id (EXECUTOR=slurm)")))
+
+    def _executor_parameters(self):
+        executor = QgsProcessingParameterEnum(self.EXECUTOR, self.tr("Run on"), list(slurm.EXECUTORS),
+                                              defaultValue="local")
+        executor.setUsesStaticStrings(True)
+        self.addParameter(_advanced(executor))
+        self.addParameter(_advanced(QgsProcessingParameterString(
+            self.SLURM_OPTIONS, self.tr("SLURM options (sbatch options or #SBATCH lines)"), multiLine=True,
+            optional=True)))
+        self.addParameter(_advanced(QgsProcessingParameterBoolean(
+            self.WAIT, self.tr("Wait for the SLURM job (false: submit and return its id)"), True)))
 
     def _enum(self, name, label, options, default):
         parameter = QgsProcessingParameterEnum(name, self.tr(label), options, defaultValue=default)
@@ -106,6 +127,14 @@ class Sen2CorAlgorithm(Sentinel2Algorithm):
         self.addParameter(parameter)
 
     def process(self, parameters, context, feedback):
+        if self.parameterAsEnumString(parameters, self.EXECUTOR, context) == "slurm":
+            return self._on_slurm(parameters, context, feedback)
+        batch = self._plan(parameters, context, feedback)
+        progress, is_cancelled = engine_callbacks(feedback)
+        result = sen2cor.execute(batch, progress, is_cancelled, log=feedback.pushInfo)
+        return self._outputs(batch.output_folder, result, context, feedback)
+
+    def _plan(self, parameters, context, feedback):
         batch = sen2cor.plan(
             self.parameterAsFile(parameters, self.INPUT_FOLDER, context),
             self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context),
@@ -117,9 +146,21 @@ class Sen2CorAlgorithm(Sentinel2Algorithm):
             feedback.pushWarning(note)
         for name, l2a in batch.skipped.items():
             feedback.pushInfo(f"{name}: skipped, {os.path.basename(l2a)} is already in the output folder")
+        return batch
+
+    def _on_slurm(self, parameters, context, feedback):
+        """EXECUTOR=slurm: collect the job remembered in OUTPUT_FOLDER, or plan and submit one task per product."""
+        output = self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context)
+        wait = self.parameterAsBoolean(parameters, self.WAIT, context)
+        options = slurm.parse_options(self.parameterAsString(parameters, self.SLURM_OPTIONS, context))
         progress, is_cancelled = engine_callbacks(feedback)
-        result = sen2cor.execute(batch, progress, is_cancelled, log=feedback.pushInfo)
-        return self._outputs(batch, result, context, feedback)
+        follow = {"progress": progress, "is_cancelled": is_cancelled, "log": feedback.pushInfo}
+        outcome = slurm.resume(output, "sen2cor", wait, **follow)
+        if outcome is None:
+            job = slurm.sen2cor_array(self._plan(parameters, context, feedback))
+            outcome = slurm.run(job, options, wait, search=_qgis_bin_folders(), **follow)
+        result = sen2cor.BatchResult(products=outcome.products, failed=outcome.failed)
+        return dict(self._outputs(output, result, context, feedback), **{self.JOB_ID: outcome.job_id})
 
     def _options(self, parameters, context):
         timeout = self.parameterAsDouble(parameters, self.TIMEOUT, context)
@@ -132,7 +173,7 @@ class Sen2CorAlgorithm(Sentinel2Algorithm):
             product_filter=self.parameterAsString(parameters, self.PRODUCT_FILTER, context).strip() or None,
             timeout=timeout * 60 if timeout > 0 else None)
 
-    def _outputs(self, batch, result, context, feedback):
+    def _outputs(self, output_folder, result, context, feedback):
         failed = "\n".join(f"{name}: {reason}" for name, reason in result.failed.items())
         for name, reason in result.failed.items():
             feedback.reportError(f"{name}: {reason}", False)
@@ -143,7 +184,7 @@ class Sen2CorAlgorithm(Sentinel2Algorithm):
         layers = [path for product in l2a for path in self._load(product, context)]
         feedback.pushInfo(f"{len(result.products)} made, {len(result.skipped)} already there, "
                           f"{len(result.failed)} failed.")
-        return {self.OUTPUT_FOLDER: batch.output_folder, self.PRODUCTS: ";".join(l2a), self.OUTPUT_LAYERS: layers,
+        return {self.OUTPUT_FOLDER: output_folder, self.PRODUCTS: ";".join(l2a), self.OUTPUT_LAYERS: layers,
                 self.FAILED: failed}
 
     def _load(self, l2a, context):
@@ -161,6 +202,11 @@ class Sen2CorAlgorithm(Sentinel2Algorithm):
 def _advanced(parameter):
     parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
     return parameter
+
+
+def _qgis_bin_folders():
+    """Where qgis_process may be besides PATH: next to this QGIS (for the SLURM tasks)."""
+    return [QgsApplication.applicationDirPath(), os.path.join(QgsApplication.prefixPath(), "bin")]
 
 
 def _short(product):

@@ -51,10 +51,14 @@ else
 fi
 
 # Test-only services: PostgreSQL with PostGIS, for the test against a real STAC API server (stac-fastapi-pgstac,
-# tests/test_catalog_stac_server.py). Installed only when missing; without root that test is skipped.
-TEST_APT_PACKAGES=(postgresql-15 postgresql-15-postgis-3)
+# tests/test_catalog_stac_server.py), and SLURM with munge for the single-node cluster of
+# tests/test_slurm_cluster.py (the tests start their own daemons). Installed only when missing; without root
+# those tests are skipped.
+TEST_APT_PACKAGES=(postgresql-15 postgresql-15-postgis-3 slurm-wlm munge)
 test_services_ok() {
-    [ -x /usr/lib/postgresql/15/bin/initdb ] && [ -f /usr/share/postgresql/15/extension/postgis.control ]
+    [ -x /usr/lib/postgresql/15/bin/initdb ] && [ -f /usr/share/postgresql/15/extension/postgis.control ] &&
+        [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] && [ -x /usr/sbin/munged ] &&
+        command -v sbatch >/dev/null 2>&1
 }
 if test_services_ok; then
     :
@@ -63,9 +67,9 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${TEST_APT_PACKAGES[@]}" </dev/null
-    test_services_ok || { say "PostgreSQL/PostGIS installed but initdb or postgis.control is still missing"; exit 1; }
+    test_services_ok || { say "test services installed but initdb, postgis.control, slurmctld, slurmd, munged or sbatch is still missing"; exit 1; }
 else
-    say "PostgreSQL/PostGIS are missing and this is not a root shell: the real STAC server test will be skipped."
+    say "PostgreSQL/PostGIS or SLURM/munge are missing and this is not a root shell: the real STAC server and SLURM cluster tests will be skipped."
     say "Install them as root with: apt-get install -y ${TEST_APT_PACKAGES[*]}"
 fi
 
