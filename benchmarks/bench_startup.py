@@ -126,6 +126,9 @@ def main(argv=None):
     parser.add_argument("--json", default=os.path.join(ROOT, "build", "bench", "startup.json"))
     args = parser.parse_args(argv)
 
+    # Users' QGIS caches bytecode after the first start; a PYTHONDONTWRITEBYTECODE inherited from a sandbox or
+    # CI would charge compiling every plugin module to every start instead. The warm-up runs write the cache.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     base = os.path.join(ROOT, "build", "bench", "startup")
     process = bench_qgis_process(args.repeat, base)
     imported = bench_import(os.path.join(base, "enabled", "pluginpath"))

@@ -21,13 +21,15 @@ from qgis.PyQt.QtCore import QDateTime, QVariant
 
 from ..plugin import credentials, network
 from ..plugin.aoi import read_aoi
-from ..plugin.engine import download
 from ..plugin.engine.catalogs import Credentials
 from ..plugin.engine.errors import ParameterError
 from ..plugin.engine.footprints import Footprint, parse_product_name, parse_time
 from ..plugin.engine.sources import SOURCES, Options
-from ..plugin.engine.sources.stac import normalise_band
 from .algorithm import Sentinel2Algorithm, engine_callbacks
+from .lazy import engine_module
+
+download = engine_module("download")
+stac_source = engine_module("sources.stac")
 
 # Band names as the contract writes them (BANDS=B4 BANDS=B8, like sentinel2:l3amosaic); the engine pads them.
 BANDS = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12", "SCL", "TCI"]
@@ -105,7 +107,8 @@ class DownloadAlgorithm(Sentinel2Algorithm):
     def process(self, parameters, context, feedback):
         source = self.parameterAsEnumString(parameters, self.SOURCE, context)
         # QGIS 3.22 answers [''] when no band is chosen.
-        bands = [normalise_band(b) for b in self.parameterAsEnumStrings(parameters, self.BANDS, context) if b]
+        bands = [stac_source.normalise_band(b)
+                 for b in self.parameterAsEnumStrings(parameters, self.BANDS, context) if b]
         footprints = self._footprints(parameters, context, source)
         options = Options(
             credentials=_credentials(self.parameterAsString(parameters, self.AUTH, context)), bands=tuple(bands),

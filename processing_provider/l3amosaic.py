@@ -18,10 +18,12 @@ from qgis.core import (
 
 from ..plugin import network
 from ..plugin.aoi import read_aoi
-from ..plugin.engine import l3a
 from ..plugin.engine.callbacks import scaled
 from ..plugin.layers import load_on_completion
 from .algorithm import Sentinel2Algorithm, engine_callbacks
+from .lazy import engine_module
+
+l3a = engine_module("l3a")
 
 GROUP = "Sentinel-2 L3A"
 DEFAULT_BANDS = ["B2", "B3", "B4", "B8"]

@@ -22,10 +22,14 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QDate, QDateTime, QTime
 
 from ..plugin import credentials, network
-from ..plugin.engine import http, maja, slurm
+from ..plugin.engine import http
 from ..plugin.engine.errors import ParameterError
 from ..plugin.layers import load_on_completion
 from .algorithm import Sentinel2Algorithm, engine_callbacks
+from .lazy import engine_module
+
+maja = engine_module("maja")
+slurm = engine_module("slurm")
 
 MODES = ["geodes", "local"]
 BRIGHTEST = 0.2  # the true colour stretches 0–20 % reflectance: land looks natural, clouds saturate

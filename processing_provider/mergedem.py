@@ -20,10 +20,12 @@ from qgis.core import (
 
 from ..plugin import network
 from ..plugin.aoi import read_aoi
-from ..plugin.engine import dem
 from ..plugin.engine.errors import ParameterError
 from ..plugin.layers import post_processor, style_path
 from .algorithm import Sentinel2Algorithm, engine_callbacks
+from .lazy import engine_module
+
+dem = engine_module("dem")
 
 METRES_PER_DEGREE = 111_320.0  # hillshade of a DEM in degrees: heights in metres over cells in degrees
 

@@ -17,9 +17,12 @@ from qgis.core import (
     QgsSettings,
 )
 
-from ..plugin.engine import sen2cor, slurm
 from ..plugin.layers import load_on_completion
 from .algorithm import Sentinel2Algorithm, engine_callbacks
+from .lazy import engine_module
+
+sen2cor = engine_module("sen2cor")
+slurm = engine_module("slurm")
 
 # The default filter, "All files (*.*)", makes QGIS 3.22 refuse names without a dot such as L2A_Process.
 ANY_FILE = "All files (*)"
