@@ -5,6 +5,7 @@ lives in ``initGui``/``unload`` and the action slots. Heavy modules are imported
 """
 
 from qgis.core import Qgis, QgsApplication, QgsVectorLayer
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
@@ -25,6 +26,7 @@ class Sentinel2Plugin:
         self.provider = None
         self.toolbar = None
         self.actions = []
+        self.search_dock = None
 
     # --- Processing (also headless) -------------------------------------------------------------------
     def initProcessing(self):  # noqa: N802 (QGIS API name)
@@ -46,19 +48,23 @@ class Sentinel2Plugin:
         self._add_action(
             "toolbox", "Open Sentinel-2 algorithms in the Processing toolbox", self.show_algorithms_in_toolbox
         )
+        self._add_action("search_panel", "Search panel", self.show_search_panel)
+        self._add_action("settings", "Settings…", self.show_settings, toolbar=False)
 
-    def _add_action(self, name, text, slot):
+    def _add_action(self, name, text, slot, toolbar=True):
         action = QAction(QIcon(ICON), text, self.iface.mainWindow())
         action.setObjectName(ACTION_PREFIX + name)
         action.triggered.connect(lambda _checked=False: slot())
         self.iface.addPluginToRasterMenu(MENU, action)
-        self.toolbar.addAction(action)
+        if toolbar:
+            self.toolbar.addAction(action)
         self.actions.append(action)
         return action
 
     def unload(self):
         from . import tasks
 
+        self._remove_search_panel()  # first: its callbacks must not run on a dying panel
         tasks.cancel_all(discard=True)  # no results may land in the project once the plugin is gone
         for action in self.actions:
             self.iface.removePluginRasterMenu(MENU, action)
@@ -115,6 +121,30 @@ class Sentinel2Plugin:
         toolbox.raise_()
         toolbox.searchBox.setText(PROVIDER_ID)  # the toolbox filters on text changes
         return True
+
+    def show_search_panel(self):
+        """Show the search panel, created on first use; returns it."""
+        if self.search_dock is None:
+            from ..ui.search_dock import SearchDock
+
+            self.search_dock = SearchDock(self.iface, self.iface.mainWindow())
+            self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.search_dock)
+        self.search_dock.setUserVisible(True)
+        self.search_dock.raise_()
+        return self.search_dock
+
+    def _remove_search_panel(self):
+        if self.search_dock is None:
+            return
+        self.search_dock.shutdown()
+        self.iface.removeDockWidget(self.search_dock)
+        self.search_dock.deleteLater()
+        self.search_dock = None
+
+    def show_settings(self):
+        from ..ui.settings_dialog import SettingsDialog
+
+        SettingsDialog(self.iface.mainWindow()).exec()
 
     def _message(self, text, level):
         self.iface.messageBar().pushMessage(TITLE, text, level, 8)

@@ -85,7 +85,8 @@ def env(services, monkeypatch):
 def authcfg(qgis_app):
     """A Basic configuration with the account, in pytest-qgis's temporary profile."""
     manager = QgsApplication.authManager()
-    assert manager.setMasterPassword(MASTER, True)
+    # One master password per test session: reuse the one an earlier test module set.
+    assert manager.masterPasswordIsSet() or manager.setMasterPassword(MASTER, True)
     config = QgsAuthMethodConfig()
     config.setName("CDSE test account")
     config.setMethod("Basic")

@@ -83,6 +83,8 @@ def test_init_gui_registers_the_provider_menu_and_toolbar(loaded, iface):
     assert {a.text() for a in actions} == {
         "Sentinel-2 tiles of the active layer",
         "Open Sentinel-2 algorithms in the Processing toolbox",
+        "Search panel",
+        "Settings…",
     }
     assert all(not a.icon().isNull() for a in actions)
     assert sorted(menu_calls(iface, "addPluginToRasterMenu"), key=str) == sorted(
@@ -90,7 +92,7 @@ def test_init_gui_registers_the_provider_menu_and_toolbar(loaded, iface):
     )
     [toolbar] = plugin_toolbars(iface)
     assert toolbar.windowTitle() == "Sentinel-2"
-    assert toolbar.actions() == loaded.actions
+    assert toolbar.actions() == [a for a in loaded.actions if a.text() != "Settings…"]  # settings: menu only
 
 
 def test_unload_removes_everything(iface):
@@ -118,7 +120,7 @@ def test_loading_and_unloading_twice_leaves_nothing_behind(iface):
         plugin.initGui()
         flush_deletions()
         assert len(providers()) == 1
-        assert len(plugin_actions(iface)) == 2
+        assert len(plugin_actions(iface)) == 4
         assert len(plugin_toolbars(iface)) == 1
         plugin.unload()
         flush_deletions()
@@ -126,7 +128,7 @@ def test_loading_and_unloading_twice_leaves_nothing_behind(iface):
     assert providers() == []
     assert plugin_actions(iface) == []
     assert plugin_toolbars(iface) == []
-    assert len(menu_calls(iface, "addPluginToRasterMenu")) == len(menu_calls(iface, "removePluginRasterMenu")) == 4
+    assert len(menu_calls(iface, "addPluginToRasterMenu")) == len(menu_calls(iface, "removePluginRasterMenu")) == 8
     assert len(iface.mainWindow().findChildren(QDockWidget)) == docks
 
 
