@@ -12,7 +12,6 @@ from qgis.core import (
     QgsProcessingOutputString,
     QgsProcessingParameterAuthConfig,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
@@ -82,9 +81,9 @@ class DownloadAlgorithm(Sentinel2Algorithm):
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFeatureSource(
             self.INPUT, self.tr("Footprints (from sentinel2:search)"), [QgsProcessing.TypeVectorAnyGeometry]))
-        self._enum(self.SOURCE, "Download source", list(SOURCES), "auto")
+        self.add_enum(self.SOURCE, "Download source", list(SOURCES), "auto")
         self.addParameter(QgsProcessingParameterAuthConfig(self.AUTH, self.tr("Authentication"), optional=True))
-        self._enum(self.BANDS, "Bands (stac source)", BANDS, None, multiple=True, optional=True)
+        self.add_enum(self.BANDS, "Bands (stac source)", BANDS, None, multiple=True, optional=True)
         self.addParameter(QgsProcessingParameterFeatureSource(
             self.AOI, self.tr("Area of interest (stac source: clip the bands)"),
             [QgsProcessing.TypeVectorAnyGeometry], optional=True))
@@ -97,12 +96,6 @@ class DownloadAlgorithm(Sentinel2Algorithm):
         for name, label in ((self.DOWNLOADED, "Products downloaded"), (self.SKIPPED, "Products already complete"),
                             (self.FAILED, "Products that failed")):
             self.addOutput(QgsProcessingOutputNumber(name, self.tr(label)))
-
-    def _enum(self, name, label, options, default, multiple=False, optional=False):
-        parameter = QgsProcessingParameterEnum(name, self.tr(label), options, allowMultiple=multiple,
-                                               defaultValue=default, optional=optional)
-        parameter.setUsesStaticStrings(True)
-        self.addParameter(parameter)
 
     def process(self, parameters, context, feedback):
         source = self.parameterAsEnumString(parameters, self.SOURCE, context)

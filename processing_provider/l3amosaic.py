@@ -8,7 +8,6 @@ from qgis.core import (
     QgsProcessingOutputFile,
     QgsProcessingOutputMultipleLayers,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
@@ -80,10 +79,7 @@ class L3AMosaicAlgorithm(Sentinel2Algorithm):
                                                        defaultValue="2021-04"))
         self.addParameter(QgsProcessingParameterString(self.END_MONTH, self.tr("Last month (YYYY-MM)"),
                                                        defaultValue="2021-09"))
-        bands = QgsProcessingParameterEnum(self.BANDS, self.tr("Bands"), list(l3a.BANDS), allowMultiple=True,
-                                           defaultValue=DEFAULT_BANDS)
-        bands.setUsesStaticStrings(True)
-        self.addParameter(bands)
+        self.add_enum(self.BANDS, "Bands", l3a.BANDS, DEFAULT_BANDS, multiple=True)
         self.addParameter(QgsProcessingParameterString(
             self.URL, self.tr("Server folder URL (empty: DLR's)"), optional=True))
         self.addParameter(QgsProcessingParameterNumber(

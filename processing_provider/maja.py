@@ -9,10 +9,7 @@ from qgis.core import (
     QgsProcessingOutputMultipleLayers,
     QgsProcessingOutputString,
     QgsProcessingParameterAuthConfig,
-    QgsProcessingParameterBoolean,
     QgsProcessingParameterDateTime,
-    QgsProcessingParameterDefinition,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
@@ -25,7 +22,7 @@ from ..plugin import credentials, network
 from ..plugin.engine import http
 from ..plugin.engine.errors import ParameterError
 from ..plugin.layers import load_on_completion
-from .algorithm import Sentinel2Algorithm, engine_callbacks
+from .algorithm import Sentinel2Algorithm, advanced, engine_callbacks
 from .lazy import engine_module
 
 maja = engine_module("maja")
@@ -97,9 +94,7 @@ class MajaAlgorithm(Sentinel2Algorithm):
 
     def initAlgorithm(self, config=None):
         today = QDate.currentDate()
-        parameter = QgsProcessingParameterEnum(self.MODE, self.tr("Mode"), MODES, defaultValue="geodes")
-        parameter.setUsesStaticStrings(True)
-        self.addParameter(parameter)
+        self.add_enum(self.MODE, "Mode", MODES, "geodes")
         self.addParameter(QgsProcessingParameterString(self.TILE, self.tr("Tile id (e.g. 31TCJ)")))
         for name, label, default in ((self.START, "Start date", today.addDays(-60)), (self.END, "End date", today)):
             self.addParameter(QgsProcessingParameterDateTime(
@@ -120,29 +115,18 @@ class MajaAlgorithm(Sentinel2Algorithm):
             self.GIPP_FOLDER, self.tr("MAJA GIPP folder (MODE=local)"), QgsProcessingParameterFile.Behavior.Folder,
             optional=True))
         # "*" and not QGIS's default "*.*", which refuses names without an extension such as maja
-        self.addParameter(_advanced(QgsProcessingParameterFile(
+        self.addParameter(advanced(QgsProcessingParameterFile(
             self.EXECUTABLE, self.tr("MAJA executable bin/maja (MODE=local; empty: find it)"), optional=True,
             fileFilter="All files (*)")))
-        self.addParameter(_advanced(QgsProcessingParameterNumber(
+        self.addParameter(advanced(QgsProcessingParameterNumber(
             self.MAX_CLOUD, self.tr("Maximum cloud cover (%, MODE=geodes)"),
             QgsProcessingParameterNumber.Type.Double, 100.0, minValue=0.0, maxValue=100.0)))
-        self._executor_parameters()
+        self.add_slurm_parameters("Run on (MODE=local)")
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("MAJA L2A folder")))
         self.addOutput(QgsProcessingOutputString(self.PRODUCTS, self.tr("MAJA products (';'-separated)")))
         self.addOutput(QgsProcessingOutputMultipleLayers(self.OUTPUT_LAYERS, self.tr("True colour and cloud masks")))
         self.addOutput(QgsProcessingOutputString(self.FAILED, self.tr("Failed dates or products with reasons")))
         self.addOutput(QgsProcessingOutputString(self.JOB_ID, self.tr("SLURM job id (EXECUTOR=slurm)")))
-
-    def _executor_parameters(self):
-        executor = QgsProcessingParameterEnum(self.EXECUTOR, self.tr("Run on (MODE=local)"), list(slurm.EXECUTORS),
-                                              defaultValue="local")
-        executor.setUsesStaticStrings(True)
-        self.addParameter(_advanced(executor))
-        self.addParameter(_advanced(QgsProcessingParameterString(
-            self.SLURM_OPTIONS, self.tr("SLURM options (sbatch options or #SBATCH lines)"), multiLine=True,
-            optional=True)))
-        self.addParameter(_advanced(QgsProcessingParameterBoolean(
-            self.WAIT, self.tr("Wait for the SLURM job (false: submit and return its id)"), True)))
 
     def process(self, parameters, context, feedback):
         mode = self.parameterAsEnumString(parameters, self.MODE, context)
@@ -266,6 +250,3 @@ def _true_colour(scale):
     return apply
 
 
-def _advanced(parameter):
-    parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
-    return parameter

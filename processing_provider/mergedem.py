@@ -8,7 +8,6 @@ from qgis.core import (
     QgsMapLayer,
     QgsProcessing,
     QgsProcessingOutputString,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
@@ -77,9 +76,7 @@ class MergeDemAlgorithm(Sentinel2Algorithm):
             self.AOI, self.tr("Area of interest"), [QgsProcessing.TypeVectorAnyGeometry], optional=True))
         self.addParameter(QgsProcessingParameterString(
             self.TILES, self.tr("Sentinel-2 tiles (comma-separated, e.g. 31TCJ)"), optional=True))
-        choice = QgsProcessingParameterEnum(self.DEM, self.tr("DEM"), list(dem.DEMS), defaultValue=dem.SRTM)
-        choice.setUsesStaticStrings(True)
-        self.addParameter(choice)
+        self.add_enum(self.DEM, "DEM", dem.DEMS, dem.SRTM)
         self.addParameter(QgsProcessingParameterMultipleLayers(
             self.INPUT_RASTERS, self.tr("DEM files you already have"), QgsProcessing.TypeRaster, optional=True))
         self.addParameter(QgsProcessingParameterString(

@@ -12,7 +12,6 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingParameterAuthConfig,
     QgsProcessingParameterDateTime,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFileDestination,
@@ -79,7 +78,7 @@ class SearchAlgorithm(Sentinel2Algorithm):
 
     def initAlgorithm(self, config=None):
         today = QDate.currentDate()
-        self._enum(self.CATALOG, "Catalogue", CATALOGS, "cdse")
+        self.add_enum(self.CATALOG, "Catalogue", CATALOGS, "cdse")
         self.addParameter(QgsProcessingParameterString(self.URL, self.tr("Service root URL (empty: default)"),
                                                        optional=True))
         self.addParameter(QgsProcessingParameterAuthConfig(self.AUTH, self.tr("Authentication"), optional=True))
@@ -88,13 +87,13 @@ class SearchAlgorithm(Sentinel2Algorithm):
         for name, label, default in ((self.START, "Start date", today.addDays(-30)), (self.END, "End date", today)):
             self.addParameter(QgsProcessingParameterDateTime(
                 name, self.tr(label), QgsProcessingParameterDateTime.Date, defaultValue=QDateTime(default, QTime())))
-        self._enum(self.LEVEL, "Processing level", LEVELS, "L2A")
+        self.add_enum(self.LEVEL, "Processing level", LEVELS, "L2A")
         self.addParameter(QgsProcessingParameterNumber(
             self.MAX_CLOUD, self.tr("Maximum cloud cover (%)"), QgsProcessingParameterNumber.Double, 100.0))
-        self._enum(self.PLATFORM, "Platform", PLATFORMS, "any")
+        self.add_enum(self.PLATFORM, "Platform", PLATFORMS, "any")
         self.addParameter(QgsProcessingParameterNumber(
             self.RELATIVE_ORBIT, self.tr("Relative orbit (0: any)"), QgsProcessingParameterNumber.Integer, 0))
-        self._enum(self.ORBIT_DIRECTION, "Orbit direction", DIRECTIONS, "any")
+        self.add_enum(self.ORBIT_DIRECTION, "Orbit direction", DIRECTIONS, "any")
         self.addParameter(QgsProcessingParameterString(self.TILES, self.tr("Tiles (comma-separated ids)"),
                                                        optional=True))
         self.addParameter(QgsProcessingParameterNumber(
@@ -107,11 +106,6 @@ class SearchAlgorithm(Sentinel2Algorithm):
             createByDefault=False))
         self.addOutput(QgsProcessingOutputNumber(self.COUNT, self.tr("Number of products")))
         self.addOutput(QgsProcessingOutputNumber(self.TOTAL_BYTES, self.tr("Total size (bytes)")))
-
-    def _enum(self, name, label, options, default):
-        parameter = QgsProcessingParameterEnum(name, self.tr(label), options, defaultValue=default)
-        parameter.setUsesStaticStrings(True)
-        self.addParameter(parameter)
 
     def process(self, parameters, context, feedback):
         catalog = self.parameterAsEnumString(parameters, self.CATALOG, context)

@@ -7,9 +7,6 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputMultipleLayers,
     QgsProcessingOutputString,
-    QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
@@ -18,7 +15,7 @@ from qgis.core import (
 )
 
 from ..plugin.layers import load_on_completion
-from .algorithm import Sentinel2Algorithm, engine_callbacks
+from .algorithm import Sentinel2Algorithm, advanced, engine_callbacks
 from .lazy import engine_module
 
 sen2cor = engine_module("sen2cor")
@@ -86,48 +83,32 @@ class Sen2CorAlgorithm(Sentinel2Algorithm):
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFile(
             self.INPUT_FOLDER, self.tr("Folder with Level-1C products"), QgsProcessingParameterFile.Folder))
-        self._enum(self.RESOLUTION, "Resolution (m)", list(sen2cor.RESOLUTIONS), "10")
+        self.add_enum(self.RESOLUTION, "Resolution (m)", list(sen2cor.RESOLUTIONS), "10")
         self.addParameter(QgsProcessingParameterFile(
             self.DEM_FOLDER, self.tr("DEM folder (empty: as the GIPP says)"), QgsProcessingParameterFile.Folder,
             optional=True))
-        self.addParameter(_advanced(QgsProcessingParameterFile(
+        self.addParameter(advanced(QgsProcessingParameterFile(
             self.EXECUTABLE, self.tr("Sen2Cor executable L2A_Process (empty: find it)"), optional=True,
             fileFilter=ANY_FILE)))
-        self.addParameter(_advanced(QgsProcessingParameterFile(
+        self.addParameter(advanced(QgsProcessingParameterFile(
             self.GIPP, self.tr("GIPP file L2A_GIPP.xml (empty: the installation's)"), extension="xml",
             optional=True)))
-        self.addParameter(_advanced(QgsProcessingParameterString(
+        self.addParameter(advanced(QgsProcessingParameterString(
             self.PROCESSING_BASELINE, self.tr("Processing baseline (e.g. 05.10; empty: Sen2Cor's)"), optional=True)))
-        self.addParameter(_advanced(QgsProcessingParameterNumber(
+        self.addParameter(advanced(QgsProcessingParameterNumber(
             self.PARALLEL, self.tr("Products at a time (0: automatic)"), QgsProcessingParameterNumber.Integer, 0,
             minValue=0)))
-        self.addParameter(_advanced(QgsProcessingParameterString(
+        self.addParameter(advanced(QgsProcessingParameterString(
             self.PRODUCT_FILTER, self.tr("Only products matching (glob, e.g. *T31TCJ*)"), optional=True)))
-        self.addParameter(_advanced(QgsProcessingParameterNumber(
+        self.addParameter(advanced(QgsProcessingParameterNumber(
             self.TIMEOUT, self.tr("Timeout per product (minutes, 0: none)"), QgsProcessingParameterNumber.Double,
             0.0, minValue=0.0)))
-        self._executor_parameters()
+        self.add_slurm_parameters()
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Level-2A folder")))
         self.addOutput(QgsProcessingOutputString(self.PRODUCTS, self.tr("Level-2A products (';'-separated)")))
         self.addOutput(QgsProcessingOutputMultipleLayers(self.OUTPUT_LAYERS, self.tr("True colour and SCL layers")))
         self.addOutput(QgsProcessingOutputString(self.FAILED, self.tr("Failed products with reasons")))
         self.addOutput(QgsProcessingOutputString(self.JOB_ID, self.tr("SLURM job id (EXECUTOR=slurm)")))
-
-    def _executor_parameters(self):
-        executor = QgsProcessingParameterEnum(self.EXECUTOR, self.tr("Run on"), list(slurm.EXECUTORS),
-                                              defaultValue="local")
-        executor.setUsesStaticStrings(True)
-        self.addParameter(_advanced(executor))
-        self.addParameter(_advanced(QgsProcessingParameterString(
-            self.SLURM_OPTIONS, self.tr("SLURM options (sbatch options or #SBATCH lines)"), multiLine=True,
-            optional=True)))
-        self.addParameter(_advanced(QgsProcessingParameterBoolean(
-            self.WAIT, self.tr("Wait for the SLURM job (false: submit and return its id)"), True)))
-
-    def _enum(self, name, label, options, default):
-        parameter = QgsProcessingParameterEnum(name, self.tr(label), options, defaultValue=default)
-        parameter.setUsesStaticStrings(True)
-        self.addParameter(parameter)
 
     def process(self, parameters, context, feedback):
         if self.parameterAsEnumString(parameters, self.EXECUTOR, context) == "slurm":
@@ -200,11 +181,6 @@ class Sen2CorAlgorithm(Sentinel2Algorithm):
                                group=group)
             paths.append(path)
         return paths
-
-
-def _advanced(parameter):
-    parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-    return parameter
 
 
 def _qgis_bin_folders():
