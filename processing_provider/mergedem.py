@@ -19,9 +19,10 @@ from qgis.core import (
 
 from ..plugin import network
 from ..plugin.aoi import read_aoi
+from ..plugin.engine import grid
 from ..plugin.engine.errors import ParameterError
 from ..plugin.layers import post_processor, style_path
-from .algorithm import Sentinel2Algorithm, engine_callbacks
+from .algorithm import Sentinel2Algorithm, advanced, engine_callbacks
 from .lazy import engine_module
 
 dem = engine_module("dem")
@@ -31,7 +32,7 @@ METRES_PER_DEGREE = 111_320.0  # hillshade of a DEM in degrees: heights in metre
 
 class MergeDemAlgorithm(Sentinel2Algorithm):
     AOI, TILES, DEM, INPUT_RASTERS, URL = "AOI", "TILES", "DEM", "INPUT_RASTERS", "URL"
-    OUTPUT, SEN2COR_FOLDER, DEM_TILES = "OUTPUT", "SEN2COR_FOLDER", "DEM_TILES"
+    OUTPUT, SEN2COR_FOLDER, DEM_TILES, UTM_TILE = "OUTPUT", "SEN2COR_FOLDER", "DEM_TILES", "UTM_TILE"
 
     def name(self):
         return "mergedem"
@@ -64,6 +65,8 @@ class MergeDemAlgorithm(Sentinel2Algorithm):
             "counts as sea level (0 m) and the log lists it.\n\n"
             "OUTPUT: Int16 GeoTIFF, tiled, DEFLATE, nodata -32768, source heights unchanged (Copernicus heights "
             "rounded to whole metres).\n"
+            "UTM_TILE (optional, advanced): a Sentinel-2 tile id; OUTPUT is then warped (bilinear) onto that tile's "
+            "UTM rectangle at the DEM's resolution (30 or 90 m) instead of staying in EPSG:4326.\n"
             "SEN2COR_FOLDER (optional): for SRTM, the mosaic under every srtm_XX_YY.tif name Sen2Cor asks for "
             "(the Sen2Cor 2.9 workaround; hard links, so it costs no space); for Copernicus DEM, flat "
             "Copernicus_DSM_10|30_..._DEM.tif files. The log gives the DEM_Directory and DEM_Reference to use; "
@@ -81,6 +84,8 @@ class MergeDemAlgorithm(Sentinel2Algorithm):
             self.INPUT_RASTERS, self.tr("DEM files you already have"), QgsProcessing.TypeRaster, optional=True))
         self.addParameter(QgsProcessingParameterString(
             self.URL, self.tr("Base URL of the DEM tiles (empty: the public one)"), optional=True))
+        self.addParameter(advanced(QgsProcessingParameterString(
+            self.UTM_TILE, self.tr("Reproject to the UTM grid of this Sentinel-2 tile (e.g. 31TCJ)"), optional=True)))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Merged DEM")))
         self.addParameter(QgsProcessingParameterFolderDestination(
             self.SEN2COR_FOLDER, self.tr("DEM folder for Sen2Cor"), optional=True, createByDefault=False))
@@ -120,7 +125,12 @@ class MergeDemAlgorithm(Sentinel2Algorithm):
             url=self.parameterAsString(parameters, self.URL, context).strip() or None,
             sen2cor_folder=self.parameterAsFileOutput(parameters, self.SEN2COR_FOLDER, context) or None,
             cache_folder=_cache_folder(self.parameterAsEnumString(parameters, self.DEM, context)),
+            reproject_to=self._utm_tile(parameters, context),
         )
+
+    def _utm_tile(self, parameters, context):
+        text = self.parameterAsString(parameters, self.UTM_TILE, context).strip()
+        return grid.parse_tile_id(text, self.UTM_TILE) if text else None
 
     def _raster_paths(self, parameters, context):
         """File paths of INPUT_RASTERS: layers of the project (GDAL files only) or paths as given, which the

@@ -19,7 +19,7 @@ from qgis.core import (
 )
 from servers import TestServer
 
-from sentinel2_pipeline.plugin.engine import dem
+from sentinel2_pipeline.plugin.engine import dem, grid
 from sentinel2_pipeline.processing_provider.mergedem import METRES_PER_DEGREE
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +55,7 @@ def run(parameters, feedback=None):
 def test_parameters_and_outputs_are_the_public_interface(provider):
     algorithm = QgsApplication.processingRegistry().algorithmById("sentinel2:mergedem")
     assert [p.name() for p in algorithm.parameterDefinitions()] == [
-        "AOI", "TILES", "DEM", "INPUT_RASTERS", "URL", "OUTPUT", "SEN2COR_FOLDER"]
+        "AOI", "TILES", "DEM", "INPUT_RASTERS", "URL", "UTM_TILE", "OUTPUT", "SEN2COR_FOLDER"]
     assert [o.name() for o in algorithm.outputDefinitions()] == ["OUTPUT", "SEN2COR_FOLDER", "DEM_TILES"]
     choice = algorithm.parameterDefinition("DEM")
     assert choice.options() == ["srtm-cgiar", "copernicus-30", "copernicus-90"] and choice.usesStaticStrings()
@@ -74,6 +74,19 @@ def test_tiles_and_files_give_the_geotiff_and_the_sen2cor_folder(provider, tiles
     assert sorted(os.listdir(folder)) == ["srtm_37_03.tif", "srtm_37_04.tif", "srtm_38_03.tif", "srtm_38_04.tif"]
     assert (f"Sen2Cor settings for this folder (4 files, hard links): DEM_Directory={folder} "
             f"DEM_Reference={dem.SRTM_URL}") in feedback.messages
+
+
+def test_utm_tile_warps_the_output_onto_that_tiles_grid(provider, tiles, tmp_path):
+    from osgeo import gdal
+
+    output = str(tmp_path / "dem_utm.tif")
+    run({"TILES": TILE, "DEM": "srtm-cgiar", "INPUT_RASTERS": tiles, "UTM_TILE": TILE, "OUTPUT": output})
+    tile = grid.parse_tile_id(TILE)
+    dataset = gdal.Open(output)
+    x0, dx, _, y0, _, dy = dataset.GetGeoTransform()
+    assert dataset.GetSpatialRef().GetAuthorityCode(None) == str(tile.epsg)
+    assert (x0, y0) == (tile.ulx, tile.uly) and dx == 90 and dy == -90
+    assert (dataset.RasterXSize, dataset.RasterYSize) == (1220, 1220)  # 109,800 m / 90 m
 
 
 def test_an_aoi_layer_and_raster_layers(provider, tiles, tmp_path):
