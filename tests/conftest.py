@@ -39,3 +39,23 @@ def provider(qgis_processing):
     plugin.initProcessing()
     yield plugin.provider
     plugin.unload()
+
+
+_SESSIONS = []
+
+
+def tracked_session(**kwargs):
+    """The production session factory with short waits so retry tests stay fast; closed after each test."""
+    from sentinel2_pipeline.plugin.engine import http
+
+    kwargs.setdefault("backoff", 0.01)
+    made = http.new_session(**kwargs)
+    _SESSIONS.append(made)
+    return made
+
+
+@pytest.fixture(autouse=True)
+def close_tracked_sessions():
+    yield
+    while _SESSIONS:
+        _SESSIONS.pop().close()

@@ -11,10 +11,10 @@ import re
 import socket
 
 import pytest
+from conftest import tracked_session
 from replicas import odata
 from servers import faults, fixture_path, http_server  # noqa: F401 (fixtures are used by name)
 
-from sentinel2_pipeline.plugin.engine import http
 from sentinel2_pipeline.plugin.engine.catalogs import cdse
 from sentinel2_pipeline.plugin.engine.catalogs import search as catalog_search
 from sentinel2_pipeline.plugin.engine.errors import Cancelled, ServiceError
@@ -29,21 +29,8 @@ UTC = dt.timezone.utc
 TILES = ("30TYN 30TYP 30TYQ 30TYR 30TYS 30TYT 31TBH 31TBJ 31TBK 31TBL 31TBM 31TBN 31TCH 31TCJ 31TCK 31TCL 31TCM "
          "31TCN 31TDH 31TDJ 31TDK 31TDL 31TDM 31TDN 31TEH 31TEJ 31TEK 31TEL 31TEM 31TEN").split()
 
-_SESSIONS = []
-
-
 def session():
-    """The production session with small waits so retry tests stay fast."""
-    made = http.new_session(backoff=0.01, timeout=10, max_backoff=2)
-    _SESSIONS.append(made)
-    return made
-
-
-@pytest.fixture(autouse=True)
-def close_sessions():
-    yield
-    while _SESSIONS:
-        _SESSIONS.pop().close()
+    return tracked_session(timeout=10, max_backoff=2)
 
 
 @pytest.fixture

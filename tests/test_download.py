@@ -15,6 +15,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import tracked_session
 from replicas import cogs, odata
 from replicas import stac as stac_replica
 from replicas.identity import Identity
@@ -22,7 +23,7 @@ from servers import faults, http_server  # noqa: F401  (the fixture is found by 
 from test_safe import make_l1c, zip_folder
 from test_transfer import CountingServer
 
-from sentinel2_pipeline.plugin.engine import download, http, safe
+from sentinel2_pipeline.plugin.engine import download, safe
 from sentinel2_pipeline.plugin.engine.catalogs import Credentials
 from sentinel2_pipeline.plugin.engine.catalogs import cdse as cdse_catalogue
 from sentinel2_pipeline.plugin.engine.catalogs import stac as stac_catalogue
@@ -119,22 +120,8 @@ def cdse(monkeypatch):
     world.stop()
 
 
-_SESSIONS = []
-
-
 def session(**kwargs):
-    kwargs.setdefault("backoff", 0.01)
-    kwargs.setdefault("timeout", 10)
-    made = http.new_session(**kwargs)
-    _SESSIONS.append(made)
-    return made
-
-
-@pytest.fixture(autouse=True)
-def close_sessions():
-    yield
-    while _SESSIONS:
-        _SESSIONS.pop().close()
+    return tracked_session(**{"timeout": 10, **kwargs})
 
 
 def run(footprints, folder, source="auto", options=None, **kwargs):

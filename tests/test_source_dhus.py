@@ -8,8 +8,8 @@ import os
 import pytest
 from replicas.dhus import DhusReplica, Product
 from servers import TestServer, _basic, http_server  # noqa: F401 (fixtures are used by name)
+from test_catalog_dhus import no_ambient_credentials, session  # noqa: F401 (the same fixtures)
 
-from sentinel2_pipeline.plugin.engine import http
 from sentinel2_pipeline.plugin.engine.catalogs import Credentials
 from sentinel2_pipeline.plugin.engine.catalogs import dhus as dhus_catalog
 from sentinel2_pipeline.plugin.engine.errors import ParameterError
@@ -22,21 +22,6 @@ START = dt.datetime(2023, 6, 1, tzinfo=dt.timezone.utc)
 ONLINE = "S2B_MSIL1C_20230603T105619_N0509_R094_T31TCJ_20230603T113345"
 ARCHIVED = "S2A_MSIL1C_20230608T105621_N0509_R094_T31TCJ_20230608T144024"
 OTHER = "S2A_MSIL1C_20230611T110621_N0509_R137_T31TCJ_20230611T130009"
-
-
-@pytest.fixture(autouse=True)
-def no_ambient_credentials(monkeypatch, tmp_path):
-    """Tests decide where credentials come from: none from the environment or a real ~/.netrc."""
-    for name in ("DHUS_USER", "DHUS_PASSWORD", "DHUS_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-
-
-@pytest.fixture
-def session():
-    session = http.new_session(backoff=0.01, retries=1, timeout=5)
-    yield session
-    session.close()
 
 
 def found(replica, session):

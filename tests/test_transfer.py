@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
-from conftest import PLUGIN_PATH
+from conftest import PLUGIN_PATH, tracked_session
 from servers import TestServer, faults
 
-from sentinel2_pipeline.plugin.engine import http, transfer
+from sentinel2_pipeline.plugin.engine import transfer
 from sentinel2_pipeline.plugin.engine.errors import Cancelled, ParameterError, ServiceError
 from sentinel2_pipeline.plugin.engine.transfer import CHUNK, Transfer, download_all, fetch_to_file
 
@@ -97,23 +97,9 @@ def server():
         yield running
 
 
-_SESSIONS = []
-
-
 def session(**kwargs):
     """The production session factory; tests that observe the engine's own retries pass ``retries=0``."""
-    kwargs.setdefault("backoff", 0.01)
-    kwargs.setdefault("timeout", 5)
-    made = http.new_session(**kwargs)
-    _SESSIONS.append(made)
-    return made
-
-
-@pytest.fixture(autouse=True)
-def close_sessions():
-    yield
-    while _SESSIONS:
-        _SESSIONS.pop().close()
+    return tracked_session(**{"timeout": 5, **kwargs})
 
 
 @contextmanager
