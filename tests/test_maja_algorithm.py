@@ -19,7 +19,7 @@ from qgis.core import (
 )
 from replicas import stac as replica
 from servers import http_server  # noqa: F401 (fixture)
-from test_maja import KEY, STANDIN, TILE, Site, records, series, theia_products
+from test_maja import KEY, STANDIN, TILE, Site, records, series, site, theia_products  # noqa: F401 (site: fixture)
 
 from sentinel2_pipeline.plugin.engine import maja
 
@@ -29,17 +29,6 @@ from headless import find_qgis_process, qgis_process  # noqa: E402, F401
 PARAMETERS = ["MODE", "TILE", "START", "END", "RELATIVE_ORBIT", "AUTH", "INPUT_FOLDER", "DTM_FOLDER", "GIPP_FOLDER",
               "EXECUTABLE", "MAX_CLOUD", "EXECUTOR", "SLURM_OPTIONS", "WAIT", "OUTPUT_FOLDER"]
 MASTER = "test master password"  # the other algorithm tests' choice: one session, one authentication database
-
-
-@pytest.fixture
-def site(monkeypatch, tmp_path):
-    record = str(tmp_path / "record.jsonl")
-    monkeypatch.setenv("STANDIN_MAJA_RECORD", record)
-    monkeypatch.setenv("STANDIN_MAJA_SECONDS", "0.05")
-    for name in ("FAIL", "HANG", "CLOUDY", "NOTV", "IGNORE_TERM"):
-        monkeypatch.delenv(f"STANDIN_MAJA_{name}", raising=False)
-    monkeypatch.delenv("MAJA_INSTALL_DIR", raising=False)
-    return Site(tmp_path, record)
 
 
 class Log(QgsProcessingFeedback):

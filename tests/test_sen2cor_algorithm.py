@@ -14,26 +14,11 @@ from qgis.core import (
     QgsSettings,
 )
 from test_safe import make_l1c
-from test_sen2cor import GIPP_210, PB_GIPP, STANDIN, alive, l1c_name, records
+from test_sen2cor import GIPP_210, PB_GIPP, STANDIN, alive, l1c_name, records, standin  # noqa: F401 (fixture)
 
 from sentinel2_pipeline.plugin.engine import sen2cor
 
 ALGORITHM = "sentinel2:sen2cor"
-
-
-@pytest.fixture
-def standin(monkeypatch, tmp_path):
-    record = str(tmp_path / "record.jsonl")
-    monkeypatch.setenv("STANDIN_SEN2COR_RECORD", record)
-    monkeypatch.setenv("STANDIN_SEN2COR_SECONDS", "0.3")
-    monkeypatch.setenv("STANDIN_SEN2COR_PIXELS", "30")
-    for name in ("FAIL", "HANG", "CRASH", "NO_OUTPUT", "ORPHAN", "IGNORE_TERM", "VERSION"):
-        monkeypatch.delenv(f"STANDIN_SEN2COR_{name}", raising=False)
-    yield record
-    for entry in records(record):
-        for pid in (entry["pid"], entry["child"]):
-            if alive(pid):
-                os.kill(pid, 9)
 
 
 class RecordingFeedback(QgsProcessingFeedback):

@@ -13,9 +13,9 @@ import time
 import pytest
 from slurm_cluster import slurm_cluster, unavailable  # noqa: F401 (fixture)
 from test_maja import STANDIN as MAJA_STANDIN
-from test_maja import Site, records, series
+from test_maja import Site, records, series, site  # noqa: F401 (fixture)
 from test_safe import make_l1c
-from test_sen2cor import GIPP_210, STANDIN, alive, l1c_name
+from test_sen2cor import GIPP_210, STANDIN, alive, l1c_name, standin  # noqa: F401 (fixture)
 
 from sentinel2_pipeline.plugin.engine import maja, safe, sen2cor, slurm
 from sentinel2_pipeline.plugin.engine.errors import Cancelled
@@ -26,22 +26,6 @@ from headless import find_qgis_process, qgis_process  # noqa: E402, F401
 pytestmark = [pytest.mark.headless,
               pytest.mark.skipif(bool(unavailable()), reason=unavailable() or ""),
               pytest.mark.skipif(not find_qgis_process(), reason="qgis_process is not installed")]
-
-
-@pytest.fixture
-def standin(monkeypatch, tmp_path):
-    """Stand-in settings; qgis_process, sbatch and the tasks inherit the environment."""
-    record = str(tmp_path / "record.jsonl")
-    monkeypatch.setenv("STANDIN_SEN2COR_RECORD", record)
-    monkeypatch.setenv("STANDIN_SEN2COR_SECONDS", "0.3")
-    monkeypatch.setenv("STANDIN_SEN2COR_PIXELS", "30")
-    for name in ("FAIL", "HANG", "CRASH", "NO_OUTPUT", "ORPHAN", "IGNORE_TERM", "VERSION"):
-        monkeypatch.delenv(f"STANDIN_SEN2COR_{name}", raising=False)
-    yield record
-    for entry in records(record):  # a failed test must not leave stand-ins behind
-        for pid in (entry["pid"], entry["child"]):
-            if alive(pid):
-                os.kill(pid, 9)
 
 
 def l1c_folder(tmp_path, *tiles):
@@ -203,16 +187,6 @@ def test_a_task_over_its_memory_limit_is_killed_and_said(qgis_process, slurm_clu
 # ---------------------------------------------------------------------------------------------------------------
 # MAJA
 # ---------------------------------------------------------------------------------------------------------------
-
-@pytest.fixture
-def site(monkeypatch, tmp_path):
-    record = str(tmp_path / "record.jsonl")
-    monkeypatch.setenv("STANDIN_MAJA_RECORD", record)
-    monkeypatch.setenv("STANDIN_MAJA_SECONDS", "0.05")
-    for name in ("FAIL", "HANG", "CLOUDY", "NOTV", "IGNORE_TERM"):
-        monkeypatch.delenv(f"STANDIN_MAJA_{name}", raising=False)
-    monkeypatch.delenv("MAJA_INSTALL_DIR", raising=False)
-    return Site(tmp_path, record)
 
 
 def test_maja_array_makes_what_a_local_run_makes(qgis_process, slurm_cluster, site, tmp_path,  # noqa: F811
