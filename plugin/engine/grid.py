@@ -1,51 +1,40 @@
-"""The Sentinel-2 tiling grid, computed offline from the MGRS 100 km squares.
+"""The Sentinel-2 tiling grid: ESA's tiles exactly, from the table the plugin ships.
 
-A tile is an MGRS square's west and north edges extended 109 800 m east and south, with the upper-left corner
-snapped to a 60 m grid counted from the equator. Working in "extended northing" (the UTM north projection
-of the zone, negative south of the equator) makes that snapping one formula for both hemispheres:
-``ULY = ceil((N0 + 100 km) / 60) * 60`` where N0 is the square's southern edge.
+ESA's tiling-grid KML (S2A_OPER_GIP_TILPAR) defines 56,686 tiles, each with its EPSG code and the upper-left
+corner of its 109,800 m square in that CRS. ``data/sentinel2_tiles.csv.gz`` holds that table (rebuilt by
+``scripts/build_grid.py``, origin and licence in ``data/README.md``); it is read on first use, once. A tile id
+the table does not hold is refused: the MGRS rule alone produces squares ESA never made (the westernmost
+partial column of each zone) and misses some it did (band C of Antarctica, 31V around Norway).
 
-Which squares exist follows the UTM zones with their exceptions (31V/32V around Norway; 31X, 33X, 35X and 37X
-over Svalbard, with no 32X, 34X, 36X) between 80°S and 84°N. A square that crosses a latitude band boundary
-is one tile, named after the band of its centre (the catalogue names 50TMK and 13SFR where a
-point-based MGRS converter says 50SMK and 13RFR).
+Areas are read as RFC 7946 says: edges are straight in longitude/latitude, an area across the antimeridian
+comes split at 180° (or with longitudes running past ±180); a ring spanning -179.95 to 179.95 goes round the
+globe. Work is done per 2° cell of the area, so that continents and the whole world stay fast.
 """
 
 import functools
+import gzip
 import math
+import os
 import re
 from collections import namedtuple
 
 from . import geometry as geom
 from .errors import ParameterError
 
+DATA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "sentinel2_tiles.csv.gz")
 TILE_SIZE = 109_800.0
-SQUARE = 100_000.0
-SNAP = 60.0
-SOUTH_LIMIT, NORTH_LIMIT = -80.0, 84.0
-BANDS = "CDEFGHJKLMNPQRSTUVWX"  # 8° each from 80°S; X spans 72°-84°N
-ROW_LETTERS = "ABCDEFGHJKLMNPQRSTUV"
-COLUMN_SETS = ("STUVWXYZ", "ABCDEFGH", "JKLMNPQR")  # indexed by zone % 3
+SOUTH_LIMIT, NORTH_LIMIT = -80.0, 84.0  # the MGRS bands; ESA's tiles reach a little beyond both
+BANDS = "CDEFGHJKLMNPQRSTUVWX"
+COLUMN_SETS = ("STUVWXYZ", "ABCDEFGH", "JKLMNPQR")  # MGRS column letters, indexed by zone % 3
 TILE_ID = re.compile(r"^T?(\d{1,2})([C-HJ-NP-X])([A-HJ-NP-Z])([A-HJ-NP-V])$")
+CELL = 2.0  # degrees: the area is cut into cells of this size so that geometry operations stay small
+MIN_AREA = 1e-10  # deg² (about 1 m²): tiles that only touch the area are not counted
 
 Tile = namedtuple("Tile", "tile_id zone epsg ulx uly")
 Tile.__doc__ = "A Sentinel-2 tile: id, UTM zone, EPSG code and upper-left corner in that CRS (metres)."
 
 
-# --- zones --------------------------------------------------------------------------------------------------
-
-def _zone_region(zone):
-    """Where a zone exists: (lat_min, lat_max, lon_min, lon_max) boxes, longitudes relative to its meridian."""
-    default = (SOUTH_LIMIT, NORTH_LIMIT, -3.0, 3.0)
-    if zone not in (31, 32, 33, 34, 35, 36, 37):
-        return (default,)
-    south = (SOUTH_LIMIT, 56.0, -3.0, 3.0)
-    band_v = {31: (56.0, 64.0, -3.0, 0.0), 32: (56.0, 64.0, -6.0, 3.0)}.get(zone, (56.0, 64.0, -3.0, 3.0))
-    band_w = (64.0, 72.0, -3.0, 3.0)
-    band_x = {31: (72.0, NORTH_LIMIT, -3.0, 6.0), 33: (72.0, NORTH_LIMIT, -6.0, 6.0),
-              35: (72.0, NORTH_LIMIT, -6.0, 6.0), 37: (72.0, NORTH_LIMIT, -6.0, 3.0)}.get(zone)
-    return tuple(box for box in (south, band_v, band_w, band_x) if box)
-
+# --- projections --------------------------------------------------------------------------------------------
 
 def central_meridian(zone):
     return -183.0 + 6.0 * zone
@@ -55,9 +44,29 @@ def zone_of_longitude(lon):
     return int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
 
 
-def relative_longitude(lon, zone):
-    """Longitude relative to the zone's central meridian, in -180..180 (no antimeridian jump)."""
-    return (lon - central_meridian(zone) + 180.0) % 360.0 - 180.0
+def zone_of(lon, lat):
+    """The UTM zone of a point, with the Norway (32V) and Svalbard (31X-37X) exceptions."""
+    lon = (lon + 180.0) % 360.0 - 180.0
+    if 56.0 <= lat < 64.0 and 3.0 <= lon < 12.0:
+        return 32
+    if 72.0 <= lat:
+        for zone, west, east in ((31, 0.0, 9.0), (33, 9.0, 21.0), (35, 21.0, 33.0), (37, 33.0, 42.0)):
+            if west <= lon < east:
+                return zone
+    return zone_of_longitude(lon)
+
+
+def zones_of(lons, lats):
+    """:func:`zone_of` for arrays."""
+    import numpy as np
+
+    lons = (np.asarray(lons, dtype=float) + 180.0) % 360.0 - 180.0
+    lats = np.asarray(lats, dtype=float)
+    zones = np.floor((lons + 180.0) / 6.0).astype(int) % 60 + 1
+    zones[(lats >= 56.0) & (lats < 64.0) & (lons >= 3.0) & (lons < 12.0)] = 32
+    for zone, west, east in ((31, 0.0, 9.0), (33, 9.0, 21.0), (35, 21.0, 33.0), (37, 33.0, 42.0)):
+        zones[(lats >= 72.0) & (lons >= west) & (lons < east)] = zone
+    return zones
 
 
 @functools.cache
@@ -84,96 +93,95 @@ def to_lonlat(zone, xs, ys):
     return (np.asarray(lons) - cm + 180.0) % 360.0 - 180.0 + cm, np.asarray(lats)
 
 
-# --- squares and tiles --------------------------------------------------------------------------------------
+# --- the table ----------------------------------------------------------------------------------------------
 
-def band_of_latitude(lat):
-    return BANDS[min(max(int(math.floor((lat - SOUTH_LIMIT) / 8.0)), 0), len(BANDS) - 1)]
+class _Grid:
+    """ESA's tiles with their lon/lat boxes and centres (longitudes continuous around each tile's zone)."""
+
+    def __init__(self, path=DATA_FILE):
+        import numpy as np
+
+        with gzip.open(path, "rt", encoding="ascii") as handle:
+            lines = handle.read().split()
+        if lines[0] != "tile_id,epsg,ulx,uly":
+            raise ValueError(f"{path} is not a Sentinel-2 grid table")
+        self.tiles = []
+        for line in lines[1:]:
+            tile_id, epsg, ulx, uly = line.split(",")
+            self.tiles.append(Tile(tile_id, int(tile_id[:2]), int(epsg), float(ulx), float(uly)))
+        self.by_id = {t.tile_id: i for i, t in enumerate(self.tiles)}
+        n = len(self.tiles)
+        self.box = np.zeros((n, 4))  # lon_min, lon_max, lat_min, lat_max
+        self.centre = np.zeros((n, 2))
+        zones = np.array([t.zone for t in self.tiles])
+        for zone in np.unique(zones).tolist():
+            index = np.nonzero(zones == zone)[0]
+            rects = np.array([tile_rectangle(self.tiles[i]) for i in index])
+            t = np.linspace(0.0, 1.0, 4)
+            xs = np.concatenate([rects[:, [0]] + (rects[:, [2]] - rects[:, [0]]) * t, rects[:, [2]].repeat(4, 1),
+                                 rects[:, [0]] + (rects[:, [2]] - rects[:, [0]]) * t, rects[:, [0]].repeat(4, 1),
+                                 (rects[:, [0]] + rects[:, [2]]) / 2], axis=1)
+            ys = np.concatenate([rects[:, [3]].repeat(4, 1), rects[:, [1]] + (rects[:, [3]] - rects[:, [1]]) * t,
+                                 rects[:, [1]].repeat(4, 1), rects[:, [1]] + (rects[:, [3]] - rects[:, [1]]) * t,
+                                 (rects[:, [1]] + rects[:, [3]]) / 2], axis=1)
+            lons, lats = to_lonlat(zone, xs, ys)
+            margin = 0.01  # latitude bulges a little between samples of an edge
+            self.box[index] = np.column_stack([lons[:, :-1].min(1), lons[:, :-1].max(1),
+                                               lats[:, :-1].min(1) - margin, lats[:, :-1].max(1) + margin])
+            self.centre[index] = np.column_stack([lons[:, -1], lats[:, -1]])
+
+    @functools.lru_cache(maxsize=65536)
+    def footprint(self, index, shift=0.0):
+        """The tile's outline as an OGR polygon in lon/lat, moved by ``shift`` degrees of longitude (8 points
+        an edge: within a metre of the UTM edge for the cover tests)."""
+        lons, lats = tile_outline(self.tiles[index], per_edge=8)
+        return geom.polygon_from_arrays(lons + shift, lats)
 
 
-def _square_letters(zone, col, row):
-    """MGRS letters of the square with SW corner (col*100 km, row*100 km extended northing)."""
-    column = COLUMN_SETS[zone % 3][col - 1]
-    row_letter = ROW_LETTERS[(row + (5 if zone % 2 == 0 else 0)) % 20]
-    return column + row_letter
+@functools.cache
+def _grid():
+    return _Grid()
 
 
-def _tile_corner(col, row):
-    ulx = math.floor(col * SQUARE / SNAP) * SNAP
-    uly = math.ceil((row + 1) * SQUARE / SNAP) * SNAP
-    return ulx, uly
-
-
-def _epsg(zone, uly):
-    # A tile's CRS is the hemisphere of its square: squares north of the equator have uly > 0.
-    return (32600 if uly > 0 else 32700) + zone
+def all_tiles():
+    """Every tile of ESA's grid, sorted by id."""
+    return list(_grid().tiles)
 
 
 def tile_rectangle(tile):
-    """(xmin, ymin, xmax, ymax) of the tile in its zone's extended northing."""
+    """(xmin, ymin, xmax, ymax) of the tile in its zone's extended northing (negative south of the equator)."""
     uly = tile.uly if tile.epsg < 32700 else tile.uly - 10_000_000.0
     return tile.ulx, uly - TILE_SIZE, tile.ulx + TILE_SIZE, uly
 
 
-@functools.cache
-def _square_tile(zone, col, row):
-    """The tile of square (col, row) of a zone, or None where the grid has no tile."""
-    if not 1 <= col <= 8:
-        return None
-    region = _zone_region(zone)
-    rel_lons, lats = _square_outline(zone, col, row)
-    if not _outline_meets_region(rel_lons, lats, region):
-        return None
-    centre_lon, centre_lat = to_lonlat(zone, (col + 0.5) * SQUARE, (row + 0.5) * SQUARE)
-    band = band_of_latitude(float(centre_lat))
-    ulx, uly = _tile_corner(col, row)
-    epsg = _epsg(zone, uly)
-    if epsg >= 32700:
-        uly += 10_000_000.0
-    return Tile(f"{zone:02d}{band}{_square_letters(zone, col, row)}", zone, epsg, ulx, uly)
-
-
-def _square_outline(zone, col, row, per_edge=16):
-    import numpy as np
-
-    t = np.linspace(0.0, 1.0, per_edge, endpoint=False)
-    x0, y0 = col * SQUARE, row * SQUARE
-    xs = np.concatenate([x0 + t * SQUARE, np.full_like(t, x0 + SQUARE), x0 + (1 - t) * SQUARE, np.full_like(t, x0)])
-    ys = np.concatenate([np.full_like(t, y0), y0 + t * SQUARE, np.full_like(t, y0 + SQUARE), y0 + (1 - t) * SQUARE])
-    lons, lats = to_lonlat(zone, xs, ys)
-    return lons - central_meridian(zone), lats
-
-
-def _outline_meets_region(rel_lons, lats, region):
-    """Does the square (outline in zone-relative lon/lat) overlap the zone's region with positive area?"""
-    square = geom.polygon(list(zip(rel_lons.tolist(), lats.tolist())))
-    for lat0, lat1, lon0, lon1 in region:
-        if rel_lons.max() <= lon0 or rel_lons.min() >= lon1 or lats.max() <= lat0 or lats.min() >= lat1:
-            continue
-        box = geom.polygon([(lon0, lat0), (lon1, lat0), (lon1, lat1), (lon0, lat1)])
-        overlap = square.Intersection(box)
-        if overlap is not None and overlap.GetArea() > 1e-9:
-            return True
-    return False
-
-
 def parse_tile_id(text, parameter="TILES"):
-    """A tile from its id ('31TCJ' or 'T31TCJ'); ParameterError when it is not a Sentinel-2 tile."""
-    match = TILE_ID.match(text.strip().upper())
+    """A tile from its id ('31TCJ' or 'T31TCJ'); ParameterError when ESA's grid has no such tile."""
+    match = TILE_ID.match(str(text).strip().upper())
     if not match:
         raise ParameterError(parameter, f"'{text}' is not a Sentinel-2 tile id (expected e.g. 31TCJ).")
-    zone, band = int(match.group(1)), match.group(2)
-    column_letter, row_letter = match.group(3), match.group(4)
+    tile_id = f"{int(match.group(1)):02d}{match.group(2)}{match.group(3)}{match.group(4)}"
+    table = _grid()
+    if tile_id in table.by_id:
+        return table.tiles[table.by_id[tile_id]]
+    nearest = _same_row_neighbours(tile_id)
+    hint = f" (nearest real tiles: {', '.join(nearest)})" if nearest else ""
+    raise ParameterError(parameter, f"'{text}' is not in the Sentinel-2 tiling grid{hint}.")
+
+
+def _same_row_neighbours(tile_id):
+    """Real tiles of the same zone, band and row whose column is closest to the id's column."""
+    zone = int(tile_id[:2])
+    if not 1 <= zone <= 60:
+        return []
     columns = COLUMN_SETS[zone % 3]
-    if not 1 <= zone <= 60 or column_letter not in columns:
-        raise ParameterError(parameter, f"'{text}' is not a Sentinel-2 tile id (no such MGRS square).")
-    col = columns.index(column_letter) + 1
-    offset = 5 if zone % 2 == 0 else 0
-    row_index = (ROW_LETTERS.index(row_letter) - offset) % 20
-    for row in range(-100 + row_index % 20, 95, 20):  # every square with this row letter, south to north
-        tile = _square_tile(zone, col, row)
-        if tile is not None and tile.tile_id[2] == band:
-            return tile
-    raise ParameterError(parameter, f"'{text}' is not in the Sentinel-2 tiling grid.")
+    if tile_id[3] not in columns:
+        return []
+    wanted = columns.index(tile_id[3])
+    table = _grid()
+    found = [(abs(columns.index(c) - wanted), f"{tile_id[:3]}{c}{tile_id[4]}") for c in columns
+             if c != tile_id[3] and f"{tile_id[:3]}{c}{tile_id[4]}" in table.by_id]
+    best = min((d for d, _ in found), default=None)
+    return [name for d, name in found if d == best]
 
 
 def parse_tile_list(text, parameter="TILES"):
@@ -212,8 +220,8 @@ def tile_geometry_wkt(tile):
         if piece is None or piece.IsEmpty() or piece.GetArea() < 1e-12:
             continue
         piece = geom.shifted(piece, -shift)
-        for i in range(piece.GetGeometryCount()) if piece.GetGeometryType() == ogr.wkbMultiPolygon else [None]:
-            parts.AddGeometry(piece.GetGeometryRef(i) if i is not None else piece)
+        for part in geom.parts(piece):
+            parts.AddGeometry(part)
     return parts.ExportToWkt()
 
 
@@ -221,16 +229,17 @@ def tile_geometry_wkt(tile):
 
 Selection = namedtuple("Selection", "tiles optimal uncovered_share notes")
 Selection.__doc__ = """Tiles chosen for an area: ``optimal`` is True when a minimal cover was proven smallest,
-``uncovered_share`` the part of the area no tile covers (beyond 84°N / 80°S), ``notes`` sentences for the log."""
+``uncovered_share`` the part of the area no tile covers (beyond the grid's reach), ``notes`` sentences for the log."""
 
 MAX_SAMPLES = 60_000
+EXACT_LIMIT = 120  # candidate tiles up to which the minimal cover is searched exactly (bitmask branch and bound)
 
 
 def tiles_for_area(aoi, minimal=False, progress=None, is_cancelled=None, time_budget=1.0):
     """Sentinel-2 tiles meeting an area given as OGR geometry, WKT or WKB in EPSG:4326 (lon, lat).
 
-    Longitudes may run past ±180 for areas across the antimeridian. With ``minimal``, the smallest set of
-    tiles that covers the area (exact within ``time_budget`` seconds, a greedy bound beyond).
+    With ``minimal``, the fewest tiles that cover the area, preferring tiles that hold the area in their own
+    UTM zone (exact within ``time_budget`` seconds for up to EXACT_LIMIT candidates, greedy beyond).
     """
     from .callbacks import check_cancelled, never_cancelled, no_progress
 
@@ -238,7 +247,8 @@ def tiles_for_area(aoi, minimal=False, progress=None, is_cancelled=None, time_bu
     aoi = _as_geometry(aoi)
     _check_inside_grid(aoi)
     progress(0.05, "Finding the tiles that meet the area")
-    candidates = _candidates(aoi, is_cancelled)
+    area = _Area(aoi)
+    candidates = area.candidates(is_cancelled)
     if not candidates:
         raise ParameterError("AOI", "no Sentinel-2 tile meets the area (the grid covers 80°S to 84°N).")
     notes = []
@@ -246,19 +256,22 @@ def tiles_for_area(aoi, minimal=False, progress=None, is_cancelled=None, time_bu
     if minimal:
         check_cancelled(is_cancelled)
         progress(0.4, f"Choosing the fewest of {len(candidates)} tiles that cover the area")
-        chosen, optimal = _minimal_cover(aoi, candidates, time_budget)
-        notes.append(("Minimal cover proven: " if optimal else "Best cover found within the time limit: ")
+        chosen, optimal = _minimal_cover(aoi, candidates, time_budget, is_cancelled)
+        check_cancelled(is_cancelled)
+        progress(0.8, "Checking the tiles cover the area")
+        chosen, uncovered = area.complete_cover(chosen, candidates, is_cancelled)
+        notes.append(("Minimal cover proven: " if optimal else "Best cover found: ")
                      + f"{len(chosen)} of {len(candidates)} tiles.")
     else:
-        chosen = candidates
-    check_cancelled(is_cancelled)
-    progress(0.8, "Checking the tiles cover the area")
-    chosen, uncovered = _complete_cover(aoi, chosen, candidates)
+        check_cancelled(is_cancelled)
+        progress(0.8, "Checking the tiles cover the area")
+        chosen, uncovered = area.complete_cover(candidates, candidates, is_cancelled, edges_only=True)
     if uncovered > 1e-6:
         notes.append(f"{uncovered:.2%} of the area lies outside the Sentinel-2 grid (beyond 84°N or 80°S) "
                      "and is not covered.")
     progress(1.0, "")
-    return Selection(sorted(chosen, key=lambda t: t.tile_id), optimal, uncovered, notes)
+    table = _grid()
+    return Selection(sorted((table.tiles[i] for i in chosen), key=lambda t: t.tile_id), optimal, uncovered, notes)
 
 
 def _as_geometry(aoi):
@@ -273,21 +286,7 @@ def _as_geometry(aoi):
     if geometry is None or geometry.IsEmpty():
         raise ParameterError("AOI", "the area is empty.")
     geometry.FlattenTo2D()
-    return _unwrap_longitudes(geometry)
-
-
-def _unwrap_longitudes(geometry):
-    """Make each ring's longitudes continuous: an edge never spans more than 180° (reprojected areas that
-    cross the antimeridian come with jumps from +180 to -180)."""
-    import numpy as np
-
-    def unwrap(xs, ys):
-        steps = np.diff(xs)
-        if not len(steps) or np.abs(steps).max() <= 180.0:
-            return xs, ys
-        return np.concatenate([[xs[0]], xs[0] + np.cumsum(steps - 360.0 * np.round(steps / 360.0))]), ys
-
-    return geom.map_geometry(geometry, unwrap)
+    return geometry
 
 
 def _check_inside_grid(aoi):
@@ -297,53 +296,128 @@ def _check_inside_grid(aoi):
                                     "Sentinel-2 tiling grid, which covers 80°S to 84°N.")
 
 
-def _candidate_zones(aoi):
-    zones = set()
-    for part in geom.parts(aoi):
-        lon_min, lon_max, _, lat_max = part.GetEnvelope()
-        if lon_max - lon_min >= 300:
-            return list(range(1, 61))
-        # Tiles reach past their zone's edges: by up to two zones near 84°N where zones are narrow.
-        margin = 2 if abs(lat_max) > 70 else 1
-        first, last = zone_of_longitude(lon_min), zone_of_longitude(lon_min) + int((lon_max - lon_min) // 6) + 1
-        for zone in range(first - margin, last + margin + 1):
-            zones.add((zone - 1) % 60 + 1)
-    return sorted(zones)
+class _Area:
+    """The area cut into CELL° cells, with the tiles' footprints tested cell by cell."""
 
+    def __init__(self, aoi):
+        self.aoi = aoi
+        self.polygonal = aoi.GetDimension() == 2
+        self.total = aoi.GetArea() if self.polygonal else 0.0
+        self.envelope = aoi.GetEnvelope()
+        self._pieces = {}
 
-def _in_zone(aoi_lonlat, zone):
-    densified = aoi_lonlat.Clone()
-    densified.Segmentize(0.05)  # straight lon/lat edges stay close to straight in UTM only when short
-    return geom.map_geometry(densified, lambda x, y: to_utm(zone, x, y))
+    def piece(self, cx, cy):
+        """(piece of the area in cell (cx, cy) or None, its area, whether it fills the cell)."""
+        key = (cx, cy)
+        if key not in self._pieces:
+            box = _cell_box(cx, cy)
+            piece = self.aoi.Intersection(box)
+            area = _area(piece)
+            if not area:
+                self._pieces[key] = (None, 0.0, False)
+            else:
+                self._pieces[key] = (piece, area, area >= CELL * CELL * (1 - 1e-9))
+        return self._pieces[key]
 
+    def cells(self, box):
+        """Cells that a lon/lat box meets, clipped to the area's envelope."""
+        lon_min, lon_max, lat_min, lat_max = self.envelope
+        x0, x1 = max(box[0], lon_min), min(box[1], lon_max)
+        y0, y1 = max(box[2], lat_min), min(box[3], lat_max)
+        if x0 > x1 or y0 > y1:
+            return []
+        return [(cx, cy) for cx in range(math.floor(x0 / CELL), math.floor(x1 / CELL) + 1)
+                for cy in range(math.floor(y0 / CELL), math.floor(y1 / CELL) + 1)]
 
-def _candidates(aoi, is_cancelled):
-    from .callbacks import check_cancelled
+    def candidates(self, is_cancelled):
+        """Indices of the tiles meeting the area, with positive area for polygons."""
+        import numpy as np
 
-    found = []
-    for zone in _candidate_zones(aoi):
-        check_cancelled(is_cancelled)
-        local = _in_zone(aoi, zone)
-        xmin, xmax, ymin, ymax = local.GetEnvelope()
-        cols = range(max(1, int(math.floor((xmin - TILE_SIZE) / SQUARE))), min(8, int(xmax // SQUARE)) + 1)
-        rows = range(int(math.floor((ymin - SQUARE) / SQUARE)), int(math.floor((ymax + TILE_SIZE) / SQUARE)) + 1)
-        for col in cols:
-            for row in rows:
-                tile = _square_tile(zone, col, row)
-                if tile is not None and _meets(local, tile):
-                    found.append(tile)
-    return found
+        from .callbacks import check_cancelled
 
+        table = _grid()
+        lon_min, lon_max, lat_min, lat_max = self.envelope
+        found = set()
+        for shift in (-360.0, 0.0, 360.0):
+            box = table.box + [shift, shift, 0.0, 0.0]
+            near = np.nonzero((box[:, 0] <= lon_max) & (box[:, 1] >= lon_min) &
+                              (box[:, 2] <= lat_max) & (box[:, 3] >= lat_min))[0]
+            for count, index in enumerate(near.tolist()):
+                if count % 256 == 0:
+                    check_cancelled(is_cancelled)
+                if index not in found and self._meets(index, shift, box[index], table.centre[index]):
+                    found.add(index)
+        return sorted(found, key=lambda i: table.tiles[i].tile_id)
 
-def _meets(local_aoi, tile):
-    xmin, ymin, xmax, ymax = tile_rectangle(tile)
-    rect = geom.polygon([(xmin, ymin), (xmax, ymin), (xmax, ymax), (xmin, ymax)])
-    if not local_aoi.Intersects(rect):
+    def _meets(self, index, shift, box, centre):
+        table = _grid()
+        if not self.polygonal:
+            return self.aoi.Intersects(table.footprint(index, shift))
+        cx, cy = math.floor((centre[0] + shift) / CELL), math.floor(centre[1] / CELL)
+        if self.envelope[0] <= centre[0] + shift <= self.envelope[1] and self.piece(cx, cy)[2]:
+            return True  # the tile's centre lies in a cell the area fills
+        footprint = table.footprint(index, shift)
+        for cell in self.cells(box):
+            piece, _, _ = self.piece(*cell)
+            if piece is not None and footprint.Intersects(piece):
+                if _area(footprint.Intersection(piece)) > MIN_AREA:
+                    return True
         return False
-    if local_aoi.GetDimension() < 2:
-        return True
-    piece = local_aoi.Intersection(rect)
-    return piece is not None and piece.GetArea() > 1.0  # m²: ignore tiles that only touch the area
+
+    def complete_cover(self, chosen, candidates, is_cancelled, edges_only=False):
+        """Add candidates until every cell of the area is covered where the grid reaches; returns (tiles,
+        uncovered share). ``edges_only``: every candidate is chosen, so only cells near the grid's northern
+        and southern reach can be left uncovered."""
+        from .callbacks import check_cancelled
+
+        table = _grid()
+        chosen = list(chosen)
+        if not self.polygonal:
+            return chosen, 0.0
+        taken = set(chosen)
+        placed = {}  # cell -> [(footprint, index)] of candidates whose box meets the cell
+        for index in candidates:
+            for shift in (-360.0, 0.0, 360.0):
+                box = table.box[index] + [shift, shift, 0.0, 0.0]
+                for cell in self.cells(box):
+                    placed.setdefault(cell, []).append((index, shift))
+        uncovered = 0.0
+        for count, cell in enumerate(sorted(placed)):
+            if count % 64 == 0:
+                check_cancelled(is_cancelled)
+            if edges_only and SOUTH_LIMIT + CELL < cell[1] * CELL < NORTH_LIMIT - 2 * CELL:
+                continue
+            piece, area, _ = self.piece(*cell)
+            if piece is None or area <= MIN_AREA:
+                continue
+            left = piece
+            for index, shift in placed[cell]:
+                if index in taken:
+                    left = left.Difference(table.footprint(index, shift))
+            while _area(left) > max(MIN_AREA, area * 1e-9):
+                gains = [(_area(left.Intersection(table.footprint(i, s))), -i, i, s)
+                         for i, s in placed[cell] if i not in taken]
+                gain, _, best, shift = max(gains, default=(0.0, 0, None, 0.0))
+                if best is None or gain <= MIN_AREA:
+                    break
+                chosen.append(best)
+                taken.add(best)
+                left = left.Difference(table.footprint(best, shift))
+            uncovered += _area(left)
+        share = uncovered / self.total if self.total else 0.0
+        return chosen, share if share > 1e-9 else 0.0
+
+
+def _area(geometry):
+    """Area of an OGR geometry, 0 for None, empty or lower-dimensional results of overlay operations."""
+    if geometry is None or geometry.IsEmpty() or geometry.GetDimension() < 2:
+        return 0.0
+    return geometry.GetArea()
+
+
+def _cell_box(cx, cy):
+    x0, y0 = cx * CELL, cy * CELL
+    return geom.polygon([(x0, y0), (x0 + CELL, y0), (x0 + CELL, y0 + CELL), (x0, y0 + CELL)])
 
 
 def _samples(aoi):
@@ -393,54 +467,55 @@ def _interior_grid(aoi, max_samples):
     return np.column_stack([lon_min + (c + 0.5) * cell, lat_max - (r + 0.5) * cell])
 
 
-def _minimal_cover(aoi, candidates, time_budget):
+def _point_tiles(points, candidates):
+    """For each sample point, the candidate positions (into ``candidates``) whose rectangle holds it, and each
+    candidate's count of points that lie in the tile's own UTM zone."""
     import numpy as np
 
-    from .setcover import minimum_cover
+    table = _grid()
+    members = [[] for _ in range(len(points))]
+    own = [0] * len(candidates)
+    point_zones = zones_of(points[:, 0], points[:, 1]) if len(points) else np.array([])
+    by_zone = {}
+    for position, index in enumerate(candidates):
+        by_zone.setdefault(table.tiles[index].zone, []).append(position)
+    for zone, positions in sorted(by_zone.items()):
+        boxes = table.box[[candidates[p] for p in positions]]
+        lon_min, lon_max = boxes[:, 0].min(), boxes[:, 1].max()
+        lons = (points[:, 0] - lon_min) % 360.0 + lon_min  # the copy of each point nearest the zone's tiles
+        near = np.nonzero((lons <= lon_max) & (points[:, 1] >= boxes[:, 2].min()) &
+                          (points[:, 1] <= boxes[:, 3].max()))[0]
+        if not len(near):
+            continue
+        xs, ys = to_utm(zone, lons[near], points[near, 1])
+        xs, ys = np.asarray(xs), np.asarray(ys)
+        for position in positions:
+            tile = table.tiles[candidates[position]]
+            xmin, ymin, xmax, ymax = tile_rectangle(tile)
+            inside = near[(xs >= xmin) & (xs <= xmax) & (ys >= ymin) & (ys <= ymax)]
+            for point in inside.tolist():
+                members[point].append(position)
+            own[position] = int((point_zones[inside] == zone).sum()) if len(inside) else 0
+    return members, own
+
+
+def _minimal_cover(aoi, candidates, time_budget, is_cancelled):
+    """Candidate indices of a smallest cover of the area's sample points, and whether it is proven smallest."""
+    from .callbacks import check_cancelled
+    from .setcover import greedy_cover, improve_cover, minimum_cover
 
     points = _samples(aoi)
-    masks = np.zeros(len(points), dtype=object)
-    for zone in sorted({t.zone for t in candidates}):
-        xs, ys = to_utm(zone, points[:, 0], points[:, 1])
-        xs, ys = np.asarray(xs), np.asarray(ys)
-        for index, tile in enumerate(candidates):
-            if tile.zone != zone:
-                continue
-            xmin, ymin, xmax, ymax = tile_rectangle(tile)
-            inside = (xs >= xmin) & (xs <= xmax) & (ys >= ymin) & (ys <= ymax)
-            masks[inside] = masks[inside] + (1 << index)
-    chosen, optimal = minimum_cover(set(masks.tolist()), len(candidates), time_budget)
-    return [candidates[i] for i in chosen], optimal
-
-
-def _footprint_near(tile, lon_min, lon_max):
-    """The tile footprint as an OGR polygon, copies shifted by ±360° so it meets longitudes of the area."""
-    from osgeo import ogr
-
-    lons, lats = tile_outline(tile)
-    result = ogr.Geometry(ogr.wkbMultiPolygon)
-    for shift in (-360.0, 0.0, 360.0):
-        if lons.max() + shift >= lon_min and lons.min() + shift <= lon_max:
-            result.AddGeometry(geom.polygon(zip((lons + shift).tolist(), lats.tolist())))
-    return result
-
-
-def _complete_cover(aoi, chosen, candidates):
-    """Add tiles until the area is covered where the grid reaches; returns (tiles, uncovered share)."""
-    lon_min, lon_max, _, _ = aoi.GetEnvelope()
-    footprints = {t: _footprint_near(t, lon_min, lon_max) for t in candidates}
-    chosen = list(chosen)
-    area = aoi.GetArea() if aoi.GetDimension() == 2 else 0.0
-    while True:
-        left = aoi
-        for tile in chosen:
-            left = left.Difference(footprints[tile])
-        left_area = left.GetArea() if area else 0.0
-        if left.IsEmpty() or (area and left_area <= area * 1e-9):
-            return chosen, 0.0
-        gains = [(left.Intersection(footprints[t]).GetArea() if area else float(left.Intersects(footprints[t])), t)
-                 for t in candidates if t not in chosen]
-        gain, best = max(gains, default=(0.0, None), key=lambda g: g[0])
-        if best is None or gain <= 0:
-            return chosen, (left_area / area if area else 1.0)
-        chosen.append(best)
+    members, own = _point_tiles(points, candidates)
+    check_cancelled(is_cancelled)
+    elements = {tuple(sorted(m)) for m in members if m}
+    # Prefer tiles holding more of the area in their own zone: search them first, and swap them in after.
+    order = sorted(range(len(candidates)), key=lambda p: (-own[p], p))
+    if len(candidates) <= EXACT_LIMIT:
+        rank = {p: r for r, p in enumerate(order)}
+        masks = [sum(1 << rank[p] for p in e) for e in elements]
+        chosen, optimal = minimum_cover(masks, len(candidates), time_budget)
+        chosen = [order[r] for r in chosen]
+    else:
+        chosen, optimal = greedy_cover(elements, len(candidates), priority=own), False
+    chosen = improve_cover(chosen, elements, own)
+    return [candidates[p] for p in chosen], optimal

@@ -109,3 +109,73 @@ def _lower_bound(uncovered):
             used |= element
             bound += 1
     return bound
+
+
+# --- large universes: sparse sets, greedy -------------------------------------------------------------------
+
+def greedy_cover(elements, n_sets, priority=None):
+    """A small cover for large problems (too many sets for bitmasks): greedy with lazy gains, ties to the
+    higher ``priority`` then the lower index, pruned. ``elements``: tuples of the set indices covering each."""
+    import heapq
+
+    elements = [tuple(e) for e in elements if e]
+    priority = priority or [0] * n_sets
+    holds = [[] for _ in range(n_sets)]
+    for number, element in enumerate(elements):
+        for index in element:
+            holds[index].append(number)
+    covered = [False] * len(elements)
+    heap = [(-len(holds[i]), -priority[i], i) for i in range(n_sets) if holds[i]]
+    heapq.heapify(heap)
+    chosen, left = [], len(elements)
+    while left and heap:
+        gain, rank, index = heapq.heappop(heap)
+        fresh = sum(1 for e in holds[index] if not covered[e])
+        if fresh != -gain:  # stale gain: put it back with the true one
+            if fresh:
+                heapq.heappush(heap, (-fresh, rank, index))
+            continue
+        chosen.append(index)
+        for e in holds[index]:
+            if not covered[e]:
+                covered[e] = True
+                left -= 1
+    return _prune_sparse(chosen, elements, priority)
+
+
+def _prune_sparse(chosen, elements, priority):
+    """Drop chosen sets whose every element another chosen set covers, lowest priority first."""
+    chosen_set = set(chosen)
+    counts = {}
+    for element in elements:
+        counts[element] = sum(1 for i in element if i in chosen_set)
+    by_set = {}
+    for element in elements:
+        for index in element:
+            if index in chosen_set:
+                by_set.setdefault(index, []).append(element)
+    for index in sorted(chosen_set, key=lambda i: (priority[i], -i)):
+        if all(counts[e] > 1 for e in by_set.get(index, [])):
+            chosen_set.discard(index)
+            for e in by_set.get(index, []):
+                counts[e] -= 1
+    return sorted(chosen_set)
+
+
+def improve_cover(chosen, elements, priority):
+    """Swap chosen sets for unchosen ones of higher ``priority`` while the cover stays a cover of the same size
+    (deterministic: sets and replacements in index order)."""
+    elements = [tuple(e) for e in elements if e]
+    chosen = set(chosen)
+    members = {}
+    for element in elements:
+        for index in element:
+            members.setdefault(index, []).append(element)
+    for index in sorted(chosen):
+        needs = [e for e in members.get(index, []) if sum(1 for i in e if i in chosen) == 1]
+        options = set.intersection(*(set(e) for e in needs)) if needs else set()
+        better = sorted((i for i in options - chosen if priority[i] > priority[index]), key=lambda i: (-priority[i], i))
+        if better:
+            chosen.discard(index)
+            chosen.add(better[0])
+    return sorted(chosen)
