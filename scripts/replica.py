@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 import conftest  # noqa: E402,F401  (links the repository as the `sentinel2_pipeline` package)
 from replicas import odata  # noqa: E402
 
-DEMO_TILES = "30TYP,31TBJ,31TCJ"  # the tiles of data/demo/gers_toulouse.geojson
+DEMO_TILES = "30TYP,31TCJ"  # the tiles of data/demo/gers_toulouse.geojson
 
 
 def arguments(argv=None):

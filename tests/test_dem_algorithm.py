@@ -121,7 +121,7 @@ def not_a_dem(path):
 
 @pytest.mark.parametrize("parameters, message", [
     ({}, "AOI: no area was given; give an AOI layer or Sentinel-2 tile ids in TILES."),
-    ({"TILES": "31TFK,31TZA"}, "TILES: '31TZA' is not a Sentinel-2 tile id (no such MGRS square)."),
+    ({"TILES": "31TFK,31TZA"}, "TILES: '31TZA' is not in the Sentinel-2 tiling grid."),
     ({"TILES": TILE, "INPUT_RASTERS": ["{rgb}"]}, "INPUT_RASTERS: rgb.tif has 3 bands; a DEM has one band of heights."),
     ({"TILES": TILE, "URL": "http://127.0.0.1:9/srtm/"},
      "URL: the DEM tiles cannot be downloaded: 127.0.0.1 refused the connection; check the URL or try again later; "

@@ -1,8 +1,8 @@
 """The Sentinel-2 tiling grid: ESA's tiles exactly, from the table the plugin ships.
 
 ESA's tiling-grid KML (S2A_OPER_GIP_TILPAR) defines 56,686 tiles, each with its EPSG code and the upper-left
-corner of its 109,800 m square in that CRS. ``data/sentinel2_tiles.csv.gz`` holds that table (rebuilt by
-``scripts/build_grid.py``, origin and licence in ``data/README.md``); it is read on first use, once. A tile id
+corner of its 109,800 m square in that CRS. ``resources/sentinel2_tiles.csv.gz`` holds that table (rebuilt by
+``scripts/build_grid.py``, origin and licence in ``resources/README.md``); it is read on first use, once. A tile id
 the table does not hold is refused: the MGRS rule alone produces squares ESA never made (the westernmost
 partial column of each zone) and misses some it did (band C of Antarctica, 31V around Norway).
 
@@ -21,7 +21,7 @@ from collections import namedtuple
 from . import geometry as geom
 from .errors import ParameterError
 
-DATA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "sentinel2_tiles.csv.gz")
+DATA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources", "sentinel2_tiles.csv.gz")
 TILE_SIZE = 109_800.0
 SOUTH_LIMIT, NORTH_LIMIT = -80.0, 84.0  # the MGRS bands; ESA's tiles reach a little beyond both
 BANDS = "CDEFGHJKLMNPQRSTUVWX"
@@ -130,7 +130,7 @@ class _Grid:
                                                lats[:, :-1].min(1) - margin, lats[:, :-1].max(1) + margin])
             self.centre[index] = np.column_stack([lons[:, -1], lats[:, -1]])
 
-    @functools.lru_cache(maxsize=65536)
+    @functools.lru_cache(maxsize=65536)  # noqa: B019 (one _Grid per process, kept for its life)
     def footprint(self, index, shift=0.0):
         """The tile's outline as an OGR polygon in lon/lat, moved by ``shift`` degrees of longitude (8 points
         an edge: within a metre of the UTM edge for the cover tests)."""
@@ -235,11 +235,12 @@ MAX_SAMPLES = 60_000
 EXACT_LIMIT = 120  # candidate tiles up to which the minimal cover is searched exactly (bitmask branch and bound)
 
 
-def tiles_for_area(aoi, minimal=False, progress=None, is_cancelled=None, time_budget=1.0):
+def tiles_for_area(aoi, minimal=False, progress=None, is_cancelled=None, time_budget=1.0, prefer_own_zone=True):
     """Sentinel-2 tiles meeting an area given as OGR geometry, WKT or WKB in EPSG:4326 (lon, lat).
 
     With ``minimal``, the fewest tiles that cover the area, preferring tiles that hold the area in their own
-    UTM zone (exact within ``time_budget`` seconds for up to EXACT_LIMIT candidates, greedy beyond).
+    UTM zone (exact within ``time_budget`` seconds for up to EXACT_LIMIT candidates, greedy beyond). Without
+    ``prefer_own_zone``, ties between covers of the same size go to the lower tile ids.
     """
     from .callbacks import check_cancelled, never_cancelled, no_progress
 
@@ -256,7 +257,7 @@ def tiles_for_area(aoi, minimal=False, progress=None, is_cancelled=None, time_bu
     if minimal:
         check_cancelled(is_cancelled)
         progress(0.4, f"Choosing the fewest of {len(candidates)} tiles that cover the area")
-        chosen, optimal = _minimal_cover(aoi, candidates, time_budget, is_cancelled)
+        chosen, optimal = _minimal_cover(aoi, candidates, time_budget, is_cancelled, prefer_own_zone)
         check_cancelled(is_cancelled)
         progress(0.8, "Checking the tiles cover the area")
         chosen, uncovered = area.complete_cover(chosen, candidates, is_cancelled)
@@ -499,13 +500,15 @@ def _point_tiles(points, candidates):
     return members, own
 
 
-def _minimal_cover(aoi, candidates, time_budget, is_cancelled):
+def _minimal_cover(aoi, candidates, time_budget, is_cancelled, prefer_own_zone=True):
     """Candidate indices of a smallest cover of the area's sample points, and whether it is proven smallest."""
     from .callbacks import check_cancelled
     from .setcover import greedy_cover, improve_cover, minimum_cover
 
     points = _samples(aoi)
     members, own = _point_tiles(points, candidates)
+    if not prefer_own_zone:
+        own = [0] * len(candidates)
     check_cancelled(is_cancelled)
     elements = {tuple(sorted(m)) for m in members if m}
     # Prefer tiles holding more of the area in their own zone: search them first, and swap them in after.

@@ -332,7 +332,10 @@ def discover(aoi, start_month, end_month, bands, url=None, session=None, progres
     geometry = _aoi_geometry(aoi)
     if url == DEFAULT_URL:
         _check_coverage(geometry)
-    tiles = grid.tiles_for_area(geometry.ExportToWkb(), minimal=True, is_cancelled=is_cancelled).tiles
+    # Ties between covers go to the lower tile id (zone 32 where zones 32 and 33 overlap), as before ESA's grid
+    # was used, so the tiles asked of DLR stay the same; which of the overlapping tiles DLR holds is unconfirmed.
+    tiles = grid.tiles_for_area(geometry.ExportToWkb(), minimal=True, is_cancelled=is_cancelled,
+                                prefer_own_zone=False).tiles
     if not tiles:
         raise ParameterError("AOI", "no Sentinel-2 tile covers the area.")
     own = session is None

@@ -603,7 +603,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flavour", choices=sorted(MAKERS), default="earth-search")
     parser.add_argument("--count", type=int, default=40, help="products per level (default %(default)s)")
-    parser.add_argument("--tiles", default="30TYP,31TBJ,31TCJ", help="comma-separated tile ids")
+    parser.add_argument("--tiles", default="30TYP,31TCJ", help="comma-separated tile ids")
     parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2023, 6, 1))
     parser.add_argument("--url-file", help="also write the STAC root URL to this file")
     args = parser.parse_args(argv)
