@@ -41,13 +41,15 @@ class TilesAlgorithm(Sentinel2Algorithm):
 
     def shortHelpString(self):
         return self.tr(
-            "Lists the Sentinel-2 tiles (100 km MGRS squares, 109.8 km with overlap) that meet an area, computed "
-            "offline from the tiling grid: UTM zones with the Norway and Svalbard exceptions, 80°S to 84°N, "
-            "areas across the antimeridian included.\n\n"
+            "Lists the Sentinel-2 tiles (100 km MGRS squares, 109.8 km with overlap) that meet an area, offline, "
+            "from ESA's tiling grid (its 56,686 tiles, shipped with the plugin): UTM zones with the Norway and "
+            "Svalbard exceptions, about 80°S to 84°N, areas across the antimeridian included (lon/lat areas are "
+            "read as RFC 7946 says: split at 180°).\n\n"
             "AOI: any vector layer; its features are dissolved (only the selected ones when a selection exists) "
             "and invalid geometries are repaired.\n"
-            "MINIMAL: keep only the smallest set of tiles that together cover the area (proven minimal when "
-            "the search finishes within a second, otherwise the best cover found, as the log says).\n\n"
+            "MINIMAL: keep only the smallest set of tiles that together cover the area, preferring tiles that "
+            "hold the area in their own UTM zone (proven minimal when the search finishes within a second, "
+            "otherwise the best cover found, as the log says).\n\n"
             "Outputs: OUTPUT, the tile polygons in EPSG:4326 with fields tile_id and epsg; TILE_IDS, the tile "
             "ids separated by commas, ready for the TILES parameter of the other algorithms. Headless runs "
             "must give OUTPUT a file path (a temporary output is a memory layer that ends with the process)."

@@ -125,9 +125,15 @@ def test_area_outside_the_grid_is_one_clear_sentence():
     with pytest.raises(ParameterError) as error:
         grid.tiles_for_area("POLYGON((0 85,1 85,1 86,0 86,0 85))")
     assert str(error.value) == ("AOI: the area (85.00° to 86.00° latitude) lies outside the Sentinel-2 tiling "
-                                "grid, which covers 80°S to 84°N.")
+                                "grid, whose tiles reach from 83.8°S to 84.7°N.")
     with pytest.raises(ParameterError, match="^AOI: the area is empty.$"):
         grid.tiles_for_area("POLYGON EMPTY")
+
+
+def test_antarctic_band_c_tiles_reach_past_80_south_as_esa_defines_them():
+    tiles = [t.tile_id for t in grid.tiles_for_area("POINT(10 -81.5)").tiles]
+    assert "32CNQ" in tiles and all(t[2] == "C" for t in tiles)
+    assert "01CDH" in [t.tile_id for t in grid.tiles_for_area("POINT(-178 -83.3)").tiles]  # 82.8°S to 83.8°S
 
 
 def test_area_partly_beyond_84_north_reports_the_uncovered_share():

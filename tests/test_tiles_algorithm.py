@@ -94,7 +94,8 @@ def test_antimeridian_area_in_a_pacific_crs(provider):
 @pytest.mark.parametrize("wkts, message", [
     ((), "AOI: the layer has no features with a geometry."),
     (("POLYGON((0 85,1 85,1 86,0 86,0 85))",),
-     "AOI: the area (85.00° to 86.00° latitude) lies outside the Sentinel-2 tiling grid, which covers 80°S to 84°N."),
+     "AOI: the area (85.00° to 86.00° latitude) lies outside the Sentinel-2 tiling grid, whose tiles reach from "
+     "83.8°S to 84.7°N."),
 ])
 def test_bad_areas_fail_with_one_sentence(provider, wkts, message):
     with pytest.raises(QgsProcessingException) as error:

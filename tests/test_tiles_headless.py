@@ -50,6 +50,6 @@ def test_area_outside_the_grid_fails_with_one_sentence_and_writes_nothing(qgis_p
     result = qgis_process.run_alg("sentinel2:tiles", {"AOI": str(area), "OUTPUT": str(output)}, json_output=False)
     assert result.returncode != 0
     assert ("AOI: the area (85.00° to 88.00° latitude) lies outside the Sentinel-2 tiling grid, "
-            "which covers 80°S to 84°N.") in result.output
+            "whose tiles reach from 83.8°S to 84.7°N.") in result.output
     assert "Traceback" not in result.output
     assert not output.exists()

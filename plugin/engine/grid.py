@@ -251,7 +251,7 @@ def tiles_for_area(aoi, minimal=False, progress=None, is_cancelled=None, time_bu
     area = _Area(aoi)
     candidates = area.candidates(is_cancelled)
     if not candidates:
-        raise ParameterError("AOI", "no Sentinel-2 tile meets the area (the grid covers 80°S to 84°N).")
+        raise ParameterError("AOI", "no Sentinel-2 tile meets the area (ESA's tiles reach from 83.8°S to 84.7°N).")
     notes = []
     optimal = None
     if minimal:
@@ -291,10 +291,13 @@ def _as_geometry(aoi):
 
 
 def _check_inside_grid(aoi):
+    # ESA's tiles reach past the MGRS bands (to about 83.8°S and 84.6°N): refuse only what no tile can meet.
+    table = _grid()
+    south, north = float(table.box[:, 2].min()), float(table.box[:, 3].max())
     _, _, lat_min, lat_max = aoi.GetEnvelope()
-    if lat_min >= NORTH_LIMIT or lat_max <= SOUTH_LIMIT:
+    if lat_min >= north or lat_max <= south:
         raise ParameterError("AOI", f"the area ({lat_min:.2f}° to {lat_max:.2f}° latitude) lies outside the "
-                                    "Sentinel-2 tiling grid, which covers 80°S to 84°N.")
+                                    f"Sentinel-2 tiling grid, whose tiles reach from {-south:.1f}°S to {north:.1f}°N.")
 
 
 class _Area:
