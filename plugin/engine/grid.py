@@ -212,8 +212,11 @@ def tile_geometry_wkt(tile):
     from osgeo import ogr
 
     lons, lats = tile_outline(tile)
-    polygon = geom.polygon(zip(lons.tolist(), lats.tolist()))
+    polygon = geom.polygon_from_arrays(lons, lats)
     parts = ogr.Geometry(ogr.wkbMultiPolygon)
+    if lons.min() >= -180.0 and lons.max() <= 180.0:  # most tiles: nothing to split
+        parts.AddGeometry(polygon)
+        return parts.ExportToWkt()
     for shift in (-360.0, 0.0, 360.0):
         world = geom.polygon([(-180 + shift, -90), (180 + shift, -90), (180 + shift, 90), (-180 + shift, 90)])
         piece = polygon.Intersection(world)
