@@ -24,7 +24,6 @@ from .errors import ParameterError
 DATA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources", "sentinel2_tiles.csv.gz")
 TILE_SIZE = 109_800.0
 SOUTH_LIMIT, NORTH_LIMIT = -80.0, 84.0  # the MGRS bands; ESA's tiles reach a little beyond both
-BANDS = "CDEFGHJKLMNPQRSTUVWX"
 COLUMN_SETS = ("STUVWXYZ", "ABCDEFGH", "JKLMNPQR")  # MGRS column letters, indexed by zone % 3
 TILE_ID = re.compile(r"^T?(\d{1,2})([C-HJ-NP-X])([A-HJ-NP-Z])([A-HJ-NP-V])$")
 CELL = 2.0  # degrees: the area is cut into cells of this size so that geometry operations stay small
@@ -40,24 +39,8 @@ def central_meridian(zone):
     return -183.0 + 6.0 * zone
 
 
-def zone_of_longitude(lon):
-    return int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
-
-
-def zone_of(lon, lat):
-    """The UTM zone of a point, with the Norway (32V) and Svalbard (31X-37X) exceptions."""
-    lon = (lon + 180.0) % 360.0 - 180.0
-    if 56.0 <= lat < 64.0 and 3.0 <= lon < 12.0:
-        return 32
-    if 72.0 <= lat:
-        for zone, west, east in ((31, 0.0, 9.0), (33, 9.0, 21.0), (35, 21.0, 33.0), (37, 33.0, 42.0)):
-            if west <= lon < east:
-                return zone
-    return zone_of_longitude(lon)
-
-
 def zones_of(lons, lats):
-    """:func:`zone_of` for arrays."""
+    """The UTM zones of points (arrays), with the Norway (32V) and Svalbard (31X-37X) exceptions."""
     import numpy as np
 
     lons = (np.asarray(lons, dtype=float) + 180.0) % 360.0 - 180.0
@@ -117,18 +100,13 @@ class _Grid:
         for zone in np.unique(zones).tolist():
             index = np.nonzero(zones == zone)[0]
             rects = np.array([tile_rectangle(self.tiles[i]) for i in index])
-            t = np.linspace(0.0, 1.0, 4)
-            xs = np.concatenate([rects[:, [0]] + (rects[:, [2]] - rects[:, [0]]) * t, rects[:, [2]].repeat(4, 1),
-                                 rects[:, [0]] + (rects[:, [2]] - rects[:, [0]]) * t, rects[:, [0]].repeat(4, 1),
-                                 (rects[:, [0]] + rects[:, [2]]) / 2], axis=1)
-            ys = np.concatenate([rects[:, [3]].repeat(4, 1), rects[:, [1]] + (rects[:, [3]] - rects[:, [1]]) * t,
-                                 rects[:, [1]].repeat(4, 1), rects[:, [1]] + (rects[:, [3]] - rects[:, [1]]) * t,
-                                 (rects[:, [1]] + rects[:, [3]]) / 2], axis=1)
+            xs, ys = _ring_points(rects, per_edge=3)
             lons, lats = to_lonlat(zone, xs, ys)
             margin = 0.01  # latitude bulges a little between samples of an edge
-            self.box[index] = np.column_stack([lons[:, :-1].min(1), lons[:, :-1].max(1),
-                                               lats[:, :-1].min(1) - margin, lats[:, :-1].max(1) + margin])
-            self.centre[index] = np.column_stack([lons[:, -1], lats[:, -1]])
+            self.box[index] = np.column_stack([lons.min(1), lons.max(1), lats.min(1) - margin, lats.max(1) + margin])
+            self.centre[index] = np.column_stack(to_lonlat(zone, rects[:, [0, 2]].mean(1), rects[:, [1, 3]].mean(1)))
+        # How far the tiles reach: areas beyond are refused.
+        self.south, self.north = float(self.box[:, 2].min()), float(self.box[:, 3].max())
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019 (one _Grid per process, kept for its life)
     def footprint(self, index, shift=0.0):
@@ -195,15 +173,26 @@ def parse_tile_list(text, parameter="TILES"):
     return tiles
 
 
+def _ring_points(rects, per_edge):
+    """Points along the edges of rectangles (n x (xmin, ymin, xmax, ymax)), clockwise from the upper-left
+    corner, ``per_edge`` a side: arrays of shape (n, 4 * per_edge), not closed."""
+    import numpy as np
+
+    rects = np.atleast_2d(np.asarray(rects, dtype=float))
+    xmin, ymin, xmax, ymax = (rects[:, [i]] for i in range(4))
+    t = np.linspace(0.0, 1.0, per_edge, endpoint=False)
+    ones = np.ones_like(t)
+    xs = np.concatenate([xmin + t * (xmax - xmin), xmax * ones, xmax - t * (xmax - xmin), xmin * ones], axis=1)
+    ys = np.concatenate([ymax * ones, ymax - t * (ymax - ymin), ymin * ones, ymin + t * (ymax - ymin)], axis=1)
+    return xs, ys
+
+
 def tile_outline(tile, per_edge=24):
     """The tile's outline as lon/lat arrays (closed ring), longitudes continuous (may pass ±180)."""
     import numpy as np
 
-    xmin, ymin, xmax, ymax = tile_rectangle(tile)
-    t = np.linspace(0.0, 1.0, per_edge, endpoint=False)
-    xs = np.concatenate([xmin + t * TILE_SIZE, np.full_like(t, xmax), xmax - t * TILE_SIZE, np.full_like(t, xmin)])
-    ys = np.concatenate([np.full_like(t, ymax), ymax - t * TILE_SIZE, np.full_like(t, ymin), ymin + t * TILE_SIZE])
-    lons, lats = to_lonlat(tile.zone, xs, ys)
+    xs, ys = _ring_points(tile_rectangle(tile), per_edge)
+    lons, lats = to_lonlat(tile.zone, xs[0], ys[0])
     return np.append(lons, lons[0]), np.append(lats, lats[0])
 
 
@@ -254,7 +243,7 @@ def tiles_for_area(aoi, minimal=False, progress=None, is_cancelled=None, time_bu
     area = _Area(aoi)
     candidates = area.candidates(is_cancelled)
     if not candidates:
-        raise ParameterError("AOI", "no Sentinel-2 tile meets the area (ESA's tiles reach from 83.8°S to 84.7°N).")
+        raise ParameterError("AOI", f"no Sentinel-2 tile meets the area (ESA's tiles reach from {_reach()}).")
     notes = []
     optimal = None
     if minimal:
@@ -293,14 +282,18 @@ def _as_geometry(aoi):
     return geometry
 
 
-def _check_inside_grid(aoi):
-    # ESA's tiles reach past the MGRS bands (to about 83.8°S and 84.6°N): refuse only what no tile can meet.
+def _reach():
     table = _grid()
-    south, north = float(table.box[:, 2].min()), float(table.box[:, 3].max())
+    return f"{-table.south:.1f}°S to {table.north:.1f}°N"
+
+
+def _check_inside_grid(aoi):
+    # ESA's tiles reach past the MGRS bands (to about 83.8°S and 84.7°N): refuse only what no tile can meet.
+    table = _grid()
     _, _, lat_min, lat_max = aoi.GetEnvelope()
-    if lat_min >= north or lat_max <= south:
+    if lat_min >= table.north or lat_max <= table.south:
         raise ParameterError("AOI", f"the area ({lat_min:.2f}° to {lat_max:.2f}° latitude) lies outside the "
-                                    f"Sentinel-2 tiling grid, whose tiles reach from {-south:.1f}°S to {north:.1f}°N.")
+                                    f"Sentinel-2 tiling grid, whose tiles reach from {_reach()}.")
 
 
 class _Area:
