@@ -86,7 +86,8 @@ class RangeFileServer:
         self.ranges = ranges
         self.sent = 0
         self.requests = []  # (method, path, Range header or "")
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
+        self.in_flight = 0  # requests being answered (a request that dies mid-answer holds reset() 5 s at most)
         self.httpd = http.server.ThreadingHTTPServer((host, 0), _handler_class(self))
         self.httpd.daemon_threads = True
         self.thread = None
@@ -111,14 +112,23 @@ class RangeFileServer:
         self.stop()
 
     def reset(self):
+        """Forget what was sent, once the requests being answered are counted: a client may have its last
+        bytes before the handler that wrote them records the request."""
         with self.lock:
+            self.lock.wait_for(lambda: self.in_flight == 0, timeout=5)
             self.sent = 0
             self.requests.clear()
+
+    def begin(self):
+        with self.lock:
+            self.in_flight += 1
 
     def count(self, method, path, range_header, body_bytes):
         with self.lock:
             self.requests.append((method, path, range_header or ""))
             self.sent += body_bytes
+            self.in_flight -= 1
+            self.lock.notify_all()
 
 
 def _handler_class(server):
@@ -141,6 +151,7 @@ def _handler_class(server):
                 self._reply(200, {"Content-Type": "application/json", "Content-Length": str(len(stats))})
                 self.wfile.write(stats)
                 return
+            server.begin()  # every path below ends in server.count
             name = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path.lstrip("/"))
             path = os.path.join(server.folder, os.path.basename(name))
             if not os.path.isfile(path):
