@@ -65,7 +65,7 @@ def _features(algorithm, parameters, name, context, source):
     if selected:
         request.setFilterFids(selected)
     # We repair invalid geometries ourselves, so Processing must not reject them first.
-    return source.getFeatures(request, QgsProcessingFeatureSource.FlagSkipGeometryValidityChecks)
+    return source.getFeatures(request, QgsProcessingFeatureSource.Flag.FlagSkipGeometryValidityChecks)
 
 
 def _densify_step(geometry):

@@ -67,7 +67,7 @@ class Sentinel2Algorithm(QgsProcessingAlgorithm):
 
 def advanced(parameter):
     """Mark a parameter advanced (folded away in the dialog)."""
-    parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
     return parameter
 
 

@@ -80,15 +80,15 @@ class DownloadAlgorithm(Sentinel2Algorithm):
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFeatureSource(
-            self.INPUT, self.tr("Footprints (from sentinel2:search)"), [QgsProcessing.TypeVectorAnyGeometry]))
+            self.INPUT, self.tr("Footprints (from sentinel2:search)"), [QgsProcessing.SourceType.TypeVectorAnyGeometry]))
         self.add_enum(self.SOURCE, "Download source", list(SOURCES), "auto")
         self.addParameter(QgsProcessingParameterAuthConfig(self.AUTH, self.tr("Authentication"), optional=True))
         self.add_enum(self.BANDS, "Bands (stac source)", BANDS, None, multiple=True, optional=True)
         self.addParameter(QgsProcessingParameterFeatureSource(
             self.AOI, self.tr("Area of interest (stac source: clip the bands)"),
-            [QgsProcessing.TypeVectorAnyGeometry], optional=True))
+            [QgsProcessing.SourceType.TypeVectorAnyGeometry], optional=True))
         self.addParameter(QgsProcessingParameterNumber(
-            self.PARALLEL, self.tr("Parallel downloads"), QgsProcessingParameterNumber.Integer, 4, minValue=1,
+            self.PARALLEL, self.tr("Parallel downloads"), QgsProcessingParameterNumber.Type.Integer, 4, minValue=1,
             maxValue=32))
         self.addParameter(QgsProcessingParameterBoolean(self.UNZIP, self.tr("Extract and check the products"), True))
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Output folder")))

@@ -74,7 +74,7 @@ class L3AMosaicAlgorithm(Sentinel2Algorithm):
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFeatureSource(
-            self.AOI, self.tr("Area of interest"), [QgsProcessing.TypeVectorPolygon]))
+            self.AOI, self.tr("Area of interest"), [QgsProcessing.SourceType.TypeVectorPolygon]))
         self.addParameter(QgsProcessingParameterString(self.START_MONTH, self.tr("First month (YYYY-MM)"),
                                                        defaultValue="2021-04"))
         self.addParameter(QgsProcessingParameterString(self.END_MONTH, self.tr("Last month (YYYY-MM)"),
@@ -84,7 +84,7 @@ class L3AMosaicAlgorithm(Sentinel2Algorithm):
             self.URL, self.tr("Server folder URL (empty: DLR's)"), optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             self.MAX_MASKED, self.tr("Leave out months with more masked pixels (no data, cloud, snow) than (%)"),
-            QgsProcessingParameterNumber.Double, 100.0, minValue=0.0, maxValue=100.0))
+            QgsProcessingParameterNumber.Type.Double, 100.0, minValue=0.0, maxValue=100.0))
         self.addParameter(QgsProcessingParameterBoolean(
             self.STACK, self.tr("One multi-band file per month"), defaultValue=False))
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Output folder")))

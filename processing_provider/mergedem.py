@@ -76,12 +76,12 @@ class MergeDemAlgorithm(Sentinel2Algorithm):
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFeatureSource(
-            self.AOI, self.tr("Area of interest"), [QgsProcessing.TypeVectorAnyGeometry], optional=True))
+            self.AOI, self.tr("Area of interest"), [QgsProcessing.SourceType.TypeVectorAnyGeometry], optional=True))
         self.addParameter(QgsProcessingParameterString(
             self.TILES, self.tr("Sentinel-2 tiles (comma-separated, e.g. 31TCJ)"), optional=True))
         self.add_enum(self.DEM, "DEM", dem.DEMS, dem.SRTM)
         self.addParameter(QgsProcessingParameterMultipleLayers(
-            self.INPUT_RASTERS, self.tr("DEM files you already have"), QgsProcessing.TypeRaster, optional=True))
+            self.INPUT_RASTERS, self.tr("DEM files you already have"), QgsProcessing.SourceType.TypeRaster, optional=True))
         self.addParameter(QgsProcessingParameterString(
             self.URL, self.tr("Base URL of the DEM tiles (empty: the public one)"), optional=True))
         self.addParameter(advanced(QgsProcessingParameterString(

@@ -83,24 +83,24 @@ class SearchAlgorithm(Sentinel2Algorithm):
                                                        optional=True))
         self.addParameter(QgsProcessingParameterAuthConfig(self.AUTH, self.tr("Authentication"), optional=True))
         self.addParameter(QgsProcessingParameterFeatureSource(
-            self.AOI, self.tr("Area of interest"), [QgsProcessing.TypeVectorAnyGeometry], optional=True))
+            self.AOI, self.tr("Area of interest"), [QgsProcessing.SourceType.TypeVectorAnyGeometry], optional=True))
         for name, label, default in ((self.START, "Start date", today.addDays(-30)), (self.END, "End date", today)):
             self.addParameter(QgsProcessingParameterDateTime(
-                name, self.tr(label), QgsProcessingParameterDateTime.Date, defaultValue=QDateTime(default, QTime())))
+                name, self.tr(label), QgsProcessingParameterDateTime.Type.Date, defaultValue=QDateTime(default, QTime())))
         self.add_enum(self.LEVEL, "Processing level", LEVELS, "L2A")
         self.addParameter(QgsProcessingParameterNumber(
-            self.MAX_CLOUD, self.tr("Maximum cloud cover (%)"), QgsProcessingParameterNumber.Double, 100.0))
+            self.MAX_CLOUD, self.tr("Maximum cloud cover (%)"), QgsProcessingParameterNumber.Type.Double, 100.0))
         self.add_enum(self.PLATFORM, "Platform", PLATFORMS, "any")
         self.addParameter(QgsProcessingParameterNumber(
-            self.RELATIVE_ORBIT, self.tr("Relative orbit (0: any)"), QgsProcessingParameterNumber.Integer, 0))
+            self.RELATIVE_ORBIT, self.tr("Relative orbit (0: any)"), QgsProcessingParameterNumber.Type.Integer, 0))
         self.add_enum(self.ORBIT_DIRECTION, "Orbit direction", DIRECTIONS, "any")
         self.addParameter(QgsProcessingParameterString(self.TILES, self.tr("Tiles (comma-separated ids)"),
                                                        optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             self.MAX_RESULTS, self.tr("Maximum number of products (0: no limit)"),
-            QgsProcessingParameterNumber.Integer, 1000))
+            QgsProcessingParameterNumber.Type.Integer, 1000))
         self.addParameter(QgsProcessingParameterFeatureSink(
-            self.OUTPUT, self.tr("Sentinel-2 footprints"), QgsProcessing.TypeVectorPolygon))
+            self.OUTPUT, self.tr("Sentinel-2 footprints"), QgsProcessing.SourceType.TypeVectorPolygon))
         self.addParameter(QgsProcessingParameterFileDestination(
             self.GEOJSON, self.tr("Footprints as GeoJSON"), self.tr("GeoJSON (*.geojson)"), optional=True,
             createByDefault=False))
@@ -157,13 +157,13 @@ class SearchAlgorithm(Sentinel2Algorithm):
 
     def _write_layer(self, found, parameters, context):
         fields = _fields()
-        sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.MultiPolygon,
+        sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Type.MultiPolygon,
                                              QgsCoordinateReferenceSystem("EPSG:4326"))
         for footprint in found:
             feature = QgsFeature(fields)
             feature.setGeometry(_geometry(footprint.geometry))
             feature.setAttributes([_qgis_value(v) for v in footprint.attributes()])
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+            sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert)
         if context.willLoadLayerOnCompletion(dest_id):
             context.layerToLoadOnCompletionDetails(dest_id).setPostProcessor(post_processor("footprints"))
         return dest_id

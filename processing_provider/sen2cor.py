@@ -82,10 +82,10 @@ class Sen2CorAlgorithm(Sentinel2Algorithm):
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFile(
-            self.INPUT_FOLDER, self.tr("Folder with Level-1C products"), QgsProcessingParameterFile.Folder))
+            self.INPUT_FOLDER, self.tr("Folder with Level-1C products"), QgsProcessingParameterFile.Behavior.Folder))
         self.add_enum(self.RESOLUTION, "Resolution (m)", list(sen2cor.RESOLUTIONS), "10")
         self.addParameter(QgsProcessingParameterFile(
-            self.DEM_FOLDER, self.tr("DEM folder (empty: as the GIPP says)"), QgsProcessingParameterFile.Folder,
+            self.DEM_FOLDER, self.tr("DEM folder (empty: as the GIPP says)"), QgsProcessingParameterFile.Behavior.Folder,
             optional=True))
         self.addParameter(advanced(QgsProcessingParameterFile(
             self.EXECUTABLE, self.tr("Sen2Cor executable L2A_Process (empty: find it)"), optional=True,
@@ -96,12 +96,12 @@ class Sen2CorAlgorithm(Sentinel2Algorithm):
         self.addParameter(advanced(QgsProcessingParameterString(
             self.PROCESSING_BASELINE, self.tr("Processing baseline (e.g. 05.10; empty: Sen2Cor's)"), optional=True)))
         self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.PARALLEL, self.tr("Products at a time (0: automatic)"), QgsProcessingParameterNumber.Integer, 0,
+            self.PARALLEL, self.tr("Products at a time (0: automatic)"), QgsProcessingParameterNumber.Type.Integer, 0,
             minValue=0)))
         self.addParameter(advanced(QgsProcessingParameterString(
             self.PRODUCT_FILTER, self.tr("Only products matching (glob, e.g. *T31TCJ*)"), optional=True)))
         self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.TIMEOUT, self.tr("Timeout per product (minutes, 0: none)"), QgsProcessingParameterNumber.Double,
+            self.TIMEOUT, self.tr("Timeout per product (minutes, 0: none)"), QgsProcessingParameterNumber.Type.Double,
             0.0, minValue=0.0)))
         self.add_slurm_parameters()
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Level-2A folder")))

@@ -57,11 +57,11 @@ class TilesAlgorithm(Sentinel2Algorithm):
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFeatureSource(
-            self.AOI, self.tr("Area of interest"), [QgsProcessing.TypeVectorAnyGeometry]))
+            self.AOI, self.tr("Area of interest"), [QgsProcessing.SourceType.TypeVectorAnyGeometry]))
         self.addParameter(QgsProcessingParameterBoolean(
             self.MINIMAL, self.tr("Only the fewest tiles that cover the area"), defaultValue=False))
         self.addParameter(QgsProcessingParameterFeatureSink(
-            self.OUTPUT, self.tr("Sentinel-2 tiles"), QgsProcessing.TypeVectorPolygon))
+            self.OUTPUT, self.tr("Sentinel-2 tiles"), QgsProcessing.SourceType.TypeVectorPolygon))
         self.addOutput(QgsProcessingOutputString(self.TILE_IDS, self.tr("Tile ids")))
 
     def process(self, parameters, context, feedback):
@@ -72,13 +72,13 @@ class TilesAlgorithm(Sentinel2Algorithm):
         for note in selection.notes:
             feedback.pushInfo(note)
         sink, dest_id = self.parameterAsSink(
-            parameters, self.OUTPUT, context, _fields(), QgsWkbTypes.MultiPolygon,
+            parameters, self.OUTPUT, context, _fields(), QgsWkbTypes.Type.MultiPolygon,
             QgsCoordinateReferenceSystem("EPSG:4326"))
         for tile in selection.tiles:
             feature = QgsFeature(_fields())
             feature.setGeometry(QgsGeometry.fromWkt(grid.tile_geometry_wkt(tile)))
             feature.setAttributes([tile.tile_id, tile.epsg])
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+            sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert)
         tile_ids = ",".join(t.tile_id for t in selection.tiles)
         feedback.pushInfo(f"{len(selection.tiles)} tiles: {tile_ids}")
         if context.willLoadLayerOnCompletion(dest_id):
