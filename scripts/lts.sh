@@ -104,7 +104,9 @@ build_root() {
 mount_root() {
     local shared
     mount -t proc proc "$ROOTFS/proc"
-    mount -t sysfs -o ro sysfs "$ROOTFS/sys"
+    # /sys with its cgroup mounts, as on the host: slurmd of the cluster tests needs /sys/fs/cgroup.
+    mount --rbind /sys "$ROOTFS/sys"
+    mount --make-rslave "$ROOTFS/sys"
     mount --rbind /dev "$ROOTFS/dev"
     mount --make-rslave "$ROOTFS/dev"
     mkdir -p "$ROOTFS$CHECKOUT"
@@ -164,5 +166,5 @@ versions=$(in_root $VENV_IN_ROOT/bin/python -c \
 say "lane: $versions"
 quoted=$(printf ' %q' "$@")
 in_root /bin/bash -c "cd '$CHECKOUT' && mkdir -p '$(dirname "$JUNIT_IN_LANE")' && mkdir -p -m 700 build/runtime-pytest-lts &&
-    XDG_RUNTIME_DIR='$CHECKOUT/build/runtime-pytest-lts' VIRTUAL_ENV=$VENV_IN_ROOT \
+    XDG_RUNTIME_DIR='$CHECKOUT/build/runtime-pytest-lts' VENV=$VENV_IN_ROOT VIRTUAL_ENV=$VENV_IN_ROOT \
     $VENV_IN_ROOT/bin/python -m pytest --junitxml='$JUNIT_IN_LANE' $quoted"

@@ -10,6 +10,7 @@ Everything is stopped and removed afterwards. Needs the Debian packages ``postgr
 import contextlib
 import copy
 import datetime as dt
+import glob
 import importlib.util
 import os
 import pwd
@@ -28,8 +29,18 @@ from sentinel2_pipeline.plugin.engine import http
 from sentinel2_pipeline.plugin.engine.catalogs import stac
 from sentinel2_pipeline.plugin.engine.query import Query
 
-PG_BIN = "/usr/lib/postgresql/15/bin"
-POSTGIS = "/usr/share/postgresql/15/extension/postgis.control"
+
+
+def _postgresql_version():
+    """The newest PostgreSQL with PostGIS installed (15 on Debian 12, 18 on testing), as a string."""
+    found = [os.path.basename(os.path.dirname(os.path.dirname(path)))
+             for path in glob.glob("/usr/share/postgresql/*/extension/postgis.control")]
+    return max(found, key=int) if found else "15"
+
+
+PG_VERSION = _postgresql_version()
+PG_BIN = f"/usr/lib/postgresql/{PG_VERSION}/bin"
+POSTGIS = f"/usr/share/postgresql/{PG_VERSION}/extension/postgis.control"
 MODULES = ("stac_fastapi.pgstac", "pypgstac", "uvicorn", "psycopg")
 UTC = dt.timezone.utc
 EVERYTHING = (dt.datetime(2015, 6, 23, tzinfo=UTC), dt.datetime(2030, 1, 1, tzinfo=UTC))

@@ -138,11 +138,17 @@ def test_bad_input_is_one_sentence_and_writes_nothing(provider, tmp_path, parame
     assert not (tmp_path / "out").exists()
 
 
-def test_loaded_from_the_gui_with_a_hillshade(provider, tiles, tmp_path):
+def test_loaded_from_the_gui_with_a_hillshade(provider, tiles, tmp_path, qgis_iface, monkeypatch):
     import processing
+    from qgis.core import QgsLayerTreeModel
+    from qgis.gui import QgsLayerTreeView
 
     project = QgsProject.instance()
     project.clear()
+    # QGIS >= 3.34 adds result layers through the window's layer tree view; pytest-qgis's iface has none (a mock).
+    view = QgsLayerTreeView()
+    view.setModel(QgsLayerTreeModel(project.layerTreeRoot(), view))
+    monkeypatch.setattr(qgis_iface, "layerTreeView", lambda: view, raising=False)
     processing.runAndLoadResults("sentinel2:mergedem", {"TILES": TILE, "INPUT_RASTERS": tiles,
                                                         "OUTPUT": str(tmp_path / "dem.tif")})
     layers = list(project.mapLayers().values())

@@ -62,8 +62,9 @@ KILLED = {"TIMEOUT": "time limit", "OUT_OF_MEMORY": "memory limit", "CANCELLED":
 KILL_WORDS = (("TIME LIMIT", "time limit"), ("memory limit", "memory limit"), ("oom-kill", "memory limit"),
               ("Out Of Memory", "memory limit"), ("PREEMPTION", "preempted"), ("NODE FAILURE", "node failure"),
               ("CANCELLED", "cancelled"))
-# anywhere in a line: the task's own output may not have ended its line ("0...10...20.slurmstepd-node: ...")
-_STEPD = re.compile(r"slurmstepd(?:-[^:\s]*)?:\s*(?:error:\s*)?(.*)$")
+# anywhere in a line: the task's own output may not have ended its line ("0...10...20.slurmstepd-node: ...").
+# Slurm up to 24.x prefixes "slurmstepd-<node>: error:", Slurm 25+ "[2026-12-03T23:22:15.013] error:".
+_STEPD = re.compile(r"(?:slurmstepd(?:-[^:\s]*)?:\s*(?:error:\s*)?|\[\d{4}-\d\d-\d\dT[\d:.]+\] error:\s*)(.*)$")
 _ERROR_WORDS = re.compile(r"error|critical|exception|failed|fatal|killed|traceback|not found", re.IGNORECASE)
 
 
@@ -476,7 +477,9 @@ def scheduler_kill(detail, lines):
     the task (from its state, or from slurmstepd's lines in the log); None otherwise."""
     messages = list(dict.fromkeys(m.group(1).strip() for m in map(_STEPD.search, lines) if m and m.group(1).strip()))
     state = detail.state if detail else ""
-    why = KILLED.get(state) or next((words for key, words in KILL_WORDS if any(key in m for m in messages)), None)
+    said = next((words for key, words in KILL_WORDS if any(key in m for m in messages)), None)
+    # A memory kill can end CANCELLED (Slurm 26): slurmstepd's words name the cause better than that state.
+    why = (KILLED.get(state) if state != "CANCELLED" else None) or said or KILLED.get(state)
     if not why:
         return None
     label = f"{why}, {state}" if state and state != "FAILED" else why

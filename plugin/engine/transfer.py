@@ -554,7 +554,7 @@ class _Job:
         if offset == 0:
             self._reset_hash()
         with open(self.t.part, "ab" if offset else "wb", buffering=0) as part:
-            chunks = response.iter_content(CHUNK)
+            chunks = _body_chunks(response)
             while True:
                 chunk = self._next_chunk(chunks, offset + got)
                 if chunk is None:
@@ -637,6 +637,19 @@ class _Job:
 
 
 # ---- small helpers -----------------------------------------------------------------------------------------
+
+
+def _body_chunks(response):
+    """The body in pieces of up to CHUNK bytes, each handed over as soon as it arrived.
+
+    urllib3 2 (Debian testing, QGIS 3.44) drops the bytes of a ``read(amt)`` that a broken connection cut short, so
+    a resume would start before them; ``read1`` returns what one socket read gave, and a drop loses nothing already
+    received. urllib3 1 (Debian 12) has no ``read1`` on its responses and its ``read(amt)`` keeps partial data.
+    """
+    read1 = getattr(response.raw, "read1", None)
+    if read1 is None:
+        return response.iter_content(CHUNK)
+    return iter(lambda: read1(CHUNK), b"")
 
 
 def _file_size(path):
