@@ -192,8 +192,9 @@ def _jp2(tile, band):
         content = bytes(gdal.VSIFReadL(1, length, handle))
     finally:
         gdal.VSIFCloseL(handle)
-        gdal.Unlink(path)
-        gdal.Unlink(path + ".aux.xml")
+        for name in (path, path + ".aux.xml"):
+            if gdal.VSIStatL(name) is not None:  # Unlink of a missing file raises when GDAL exceptions are on
+                gdal.Unlink(name)
     return content
 
 

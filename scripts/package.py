@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.parse
 import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -189,6 +190,15 @@ def check(zip_path):
                 for key in METADATA_REQUIRED:
                     if not metadata.get(key, "").strip():
                         problems.append(f"metadata.txt lacks {key}")
+                for key, template in (("tracker", "http://bugs"), ("repository", "http://repo"),
+                                      ("homepage", "http://homepage")):
+                    url = metadata.get(key, "").strip()
+                    parsed = urllib.parse.urlparse(url)
+                    if key in metadata and (url == template or not (parsed.scheme and parsed.netloc)):
+                        problems.append(f"metadata.txt: {key} is not a valid URL ({url!r})")
+                for key in ("experimental", "deprecated", "server"):
+                    if metadata.get(key, "false").strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
+                        problems.append(f"metadata.txt: {key} is not a boolean")
                 if "/" in metadata.get("author", ""):
                     problems.append("metadata.txt: author contains '/'")
                 icon = metadata.get("icon", "").strip()

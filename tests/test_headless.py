@@ -186,3 +186,39 @@ def test_installed_from_the_zip_the_plugin_loads_headless(release_zip, tmp_path)
     assert plugins[PLUGIN_NAME]["loaded"] is True
     listing = harness.list().check().json
     assert "sentinel2" in listing["providers"]
+
+
+def _rezipped(source, target, replace=None, add=None, drop=()):
+    """A copy of the release zip with entries changed, as a careless release script would make it."""
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as copy:
+        for item in original.infolist():
+            if item.filename in drop:
+                continue
+            data = original.read(item.filename)
+            if replace and item.filename in replace:
+                data = replace[item.filename](data)
+            copy.writestr(item, data)
+        for name, data in (add or {}).items():
+            copy.writestr(name, data)
+    return target
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"drop": (f"{PLUGIN_NAME}/LICENSE",)}, "LICENSE is missing"),
+    ({"add": {f"{PLUGIN_NAME}/plugin/__pycache__/plugin.cpython-311.pyc": b"\0"}}, "compiled Python file"),
+    ({"replace": {f"{PLUGIN_NAME}/metadata.txt": lambda data: re.sub(rb"tracker=\S+", b"tracker=http://bugs", data)}},
+     "tracker is not a valid URL"),
+    ({"replace": {f"{PLUGIN_NAME}/metadata.txt": lambda data: re.sub(rb"\nemail=\S+", b"", data)}},
+     "metadata.txt lacks email"),
+    ({"replace": {f"{PLUGIN_NAME}/metadata.txt": lambda data: data.replace(b"author=", b"author=a/b ")}},
+     "author contains '/'"),
+])
+def test_the_package_check_refuses_what_the_plugin_repository_refuses(release_zip, tmp_path, change, problem):
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    try:
+        import package
+    finally:
+        sys.path.pop(0)
+    assert package.check(str(release_zip)) == []
+    broken = _rezipped(release_zip, tmp_path / release_zip.name, **change)
+    assert any(problem in line for line in package.check(str(broken))), package.check(str(broken))

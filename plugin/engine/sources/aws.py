@@ -294,8 +294,12 @@ def _fetch(lib, request, parallel, progress, is_cancelled, name):
     return the requests of the files the bucket does not have. Other failures raise."""
     items = request.get_download_list()
     pool = concurrent.futures.ThreadPoolExecutor(parallel, thread_name_prefix="s2-aws")
-    futures = {pool.submit(request.save_data, data_filter=[index], max_threads=1, raise_download_errors=True): item
-               for index, item in enumerate(items)}
+
+    def fetch_one(index):
+        check_cancelled(is_cancelled)  # a cancel seen between two polls starts no further file
+        return request.save_data(data_filter=[index], max_threads=1, raise_download_errors=True)
+
+    futures = {pool.submit(fetch_one, index): item for index, item in enumerate(items)}
     pending, missing = set(futures), []
     try:
         while pending:
