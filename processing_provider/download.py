@@ -80,7 +80,8 @@ class DownloadAlgorithm(Sentinel2Algorithm):
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFeatureSource(
-            self.INPUT, self.tr("Footprints (from sentinel2:search)"), [QgsProcessing.SourceType.TypeVectorAnyGeometry]))
+            self.INPUT, self.tr("Footprints (from sentinel2:search)"),
+            [QgsProcessing.SourceType.TypeVectorAnyGeometry]))
         self.add_enum(self.SOURCE, "Download source", list(SOURCES), "auto")
         self.addParameter(QgsProcessingParameterAuthConfig(self.AUTH, self.tr("Authentication"), optional=True))
         self.add_enum(self.BANDS, "Bands (stac source)", BANDS, None, multiple=True, optional=True)

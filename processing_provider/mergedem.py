@@ -81,7 +81,8 @@ class MergeDemAlgorithm(Sentinel2Algorithm):
             self.TILES, self.tr("Sentinel-2 tiles (comma-separated, e.g. 31TCJ)"), optional=True))
         self.add_enum(self.DEM, "DEM", dem.DEMS, dem.SRTM)
         self.addParameter(QgsProcessingParameterMultipleLayers(
-            self.INPUT_RASTERS, self.tr("DEM files you already have"), QgsProcessing.SourceType.TypeRaster, optional=True))
+            self.INPUT_RASTERS, self.tr("DEM files you already have"), QgsProcessing.SourceType.TypeRaster,
+            optional=True))
         self.addParameter(QgsProcessingParameterString(
             self.URL, self.tr("Base URL of the DEM tiles (empty: the public one)"), optional=True))
         self.addParameter(advanced(QgsProcessingParameterString(

@@ -86,7 +86,8 @@ class SearchAlgorithm(Sentinel2Algorithm):
             self.AOI, self.tr("Area of interest"), [QgsProcessing.SourceType.TypeVectorAnyGeometry], optional=True))
         for name, label, default in ((self.START, "Start date", today.addDays(-30)), (self.END, "End date", today)):
             self.addParameter(QgsProcessingParameterDateTime(
-                name, self.tr(label), QgsProcessingParameterDateTime.Type.Date, defaultValue=QDateTime(default, QTime())))
+                name, self.tr(label), QgsProcessingParameterDateTime.Type.Date,
+                defaultValue=QDateTime(default, QTime())))
         self.add_enum(self.LEVEL, "Processing level", LEVELS, "L2A")
         self.addParameter(QgsProcessingParameterNumber(
             self.MAX_CLOUD, self.tr("Maximum cloud cover (%)"), QgsProcessingParameterNumber.Type.Double, 100.0))

@@ -85,8 +85,8 @@ class Sen2CorAlgorithm(Sentinel2Algorithm):
             self.INPUT_FOLDER, self.tr("Folder with Level-1C products"), QgsProcessingParameterFile.Behavior.Folder))
         self.add_enum(self.RESOLUTION, "Resolution (m)", list(sen2cor.RESOLUTIONS), "10")
         self.addParameter(QgsProcessingParameterFile(
-            self.DEM_FOLDER, self.tr("DEM folder (empty: as the GIPP says)"), QgsProcessingParameterFile.Behavior.Folder,
-            optional=True))
+            self.DEM_FOLDER, self.tr("DEM folder (empty: as the GIPP says)"),
+            QgsProcessingParameterFile.Behavior.Folder, optional=True))
         self.addParameter(advanced(QgsProcessingParameterFile(
             self.EXECUTABLE, self.tr("Sen2Cor executable L2A_Process (empty: find it)"), optional=True,
             fileFilter=ANY_FILE)))

@@ -30,7 +30,6 @@ from sentinel2_pipeline.plugin.engine.catalogs import stac
 from sentinel2_pipeline.plugin.engine.query import Query
 
 
-
 def _postgresql_version():
     """The newest PostgreSQL with PostGIS installed (15 on Debian 12, 18 on testing), as a string."""
     found = [os.path.basename(os.path.dirname(os.path.dirname(path)))

@@ -70,7 +70,8 @@ def _is_enum_class(value):
 def _unscoped(owner, member):
     """True when ``member`` (reached as an attribute of ``owner``) is an enum value and owner is not its enum."""
     kind = type(member)
-    return _is_enum_class(kind) and owner is not kind and not isinstance(owner, enum.EnumMeta) and isinstance(owner, type)
+    return (_is_enum_class(kind) and owner is not kind and isinstance(owner, type)
+            and not isinstance(owner, enum.EnumMeta))
 
 
 def _qgis_enum_name(kind):

@@ -268,12 +268,14 @@ def test_slurm_26_kill_lines_are_recognised_too(tmp_path):
     job = job_of(tmp_path)
     job.job_id = "11"
     task_log(job, 0, """\
-        0...10...20...30.[2026-12-03T23:22:15.008] error: StepId=11.batch exceeded memory limit (366628864 > 20971520), being killed
+        0...10...20...30.[2026-12-03T23:22:15.008] error: StepId=11.batch exceeded memory limit \
+(366628864 > 20971520), being killed
         [2026-12-03T23:22:15.013] error: *** JOB 11 ON vm CANCELLED AT 2026-12-03T23:22:15 DUE to SIGNAL Killed ***
         [2026-12-03T23:22:15.013] error: Exceeded job memory limit
         """)
     reason = slurm.failure(job, 0, "S2B_MSIL1C_two", slurm.TaskState("CANCELLED", "0:9"))
-    assert reason.startswith("SLURM task 0 of job 11 was killed by the scheduler (memory limit, CANCELLED: StepId=11.batch "
+    assert reason.startswith("SLURM task 0 of job 11 was killed by the scheduler (memory limit, CANCELLED: "
+                             "StepId=11.batch "
                              "exceeded memory limit (366628864 > 20971520), being killed / *** JOB 11")
 
 
