@@ -63,7 +63,7 @@ stop_root_processes() {
             kill "-$signal" "$pid" 2>/dev/null && stopped+=("$pid")
         done
         [ ${#stopped[@]} -eq 0 ] && return 0
-        [ "$signal" = TERM ] && sleep 2
+        if [ "$signal" = TERM ]; then sleep 2; fi  # an if, not &&: a false test must not fail the caller (set -e)
     done
 }
 

@@ -21,6 +21,7 @@ No qgis import here: the harness works from any Python, and ``python tests/headl
 from __future__ import annotations
 
 import glob
+import importlib.util
 import json
 import os
 import shutil
@@ -33,6 +34,14 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLUGIN_NAME = "sentinel2_pipeline"
 DEFAULT_TIMEOUT = 300
+
+
+def package_script():
+    """``scripts/package.py`` as a module: what goes into the release zip, and the plugin repository's checks."""
+    spec = importlib.util.spec_from_file_location("package", os.path.join(ROOT, "scripts", "package.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def find_qgis_process():

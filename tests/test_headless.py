@@ -13,7 +13,7 @@ import zipfile
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from headless import PLUGIN_NAME, ROOT, QgisProcess, find_qgis_process, qgis_process  # noqa: E402, F401
+from headless import PLUGIN_NAME, ROOT, QgisProcess, find_qgis_process, package_script, qgis_process  # noqa: E402, F401
 
 TILES_PARAMETERS = ("AOI", "MINIMAL", "OUTPUT")
 TILES_OUTPUTS = ("OUTPUT", "TILE_IDS")
@@ -214,11 +214,7 @@ def _rezipped(source, target, replace=None, add=None, drop=()):
      "author contains '/'"),
 ])
 def test_the_package_check_refuses_what_the_plugin_repository_refuses(release_zip, tmp_path, change, problem):
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
-    try:
-        import package
-    finally:
-        sys.path.pop(0)
+    package = package_script()
     assert package.check(str(release_zip)) == []
     broken = _rezipped(release_zip, tmp_path / release_zip.name, **change)
     assert any(problem in line for line in package.check(str(broken))), package.check(str(broken))

@@ -15,24 +15,15 @@ import enum
 import os
 
 import pytest
+from headless import ROOT, package_script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PLUGIN_CODE = ("__init__.py", "plugin", "processing_provider", "ui")
 # The one place allowed to name QVariant types: it picks QMetaType or QVariant by the running QGIS.
-VERSION_GUARD = os.path.join("processing_provider", "fields.py")
+VERSION_GUARD = "processing_provider/fields.py"
 
 
 def _plugin_modules():
-    for entry in PLUGIN_CODE:
-        path = os.path.join(ROOT, entry)
-        if os.path.isfile(path):
-            yield entry
-            continue
-        for folder, dirs, files in os.walk(path):
-            dirs[:] = [name for name in dirs if name != "__pycache__"]
-            for name in sorted(files):
-                if name.endswith(".py"):
-                    yield os.path.relpath(os.path.join(folder, name), ROOT)
+    """The Python files the release zip ships (scripts/package.py decides), relative to the checkout."""
+    return [path for path in package_script().package_files(ROOT) if path.endswith(".py")]
 
 
 def _parse(relpath):
@@ -84,11 +75,9 @@ def _qgis_enum_name(kind):
     return None
 
 
-def _member_name(owner, value, attribute):
-    kind = type(value)
-    if issubclass(kind, enum.Enum):
-        return value.name
-    return attribute
+def _member_name(value, attribute):
+    """The member's own name (a Python enum may be reached through an alias), else the attribute used."""
+    return value.name if isinstance(value, enum.Enum) else attribute
 
 
 def _enum_problems(relpath, tree):
@@ -110,23 +99,23 @@ def _enum_problems(relpath, tree):
             inner = inner.value
         module, name = imported[chain[0]]
         current = getattr(importlib.import_module(module), name, None)
-        for attribute in chain[1:]:
+        for depth, attribute in enumerate(chain[1:], start=1):
             owner, current = current, getattr(current, attribute, None)
             if current is None:
                 break
             if _unscoped(owner, current):
                 kind = type(current)
                 qgis_enum = _qgis_enum_name(kind)
-                spelled = ".".join(chain[:chain.index(attribute) + 1])
+                spelled = ".".join(chain[:depth + 1])
                 if qgis_enum is not None:
-                    use = f"Qgis.{qgis_enum}.{_member_name(owner, current, attribute)}"
+                    use = f"Qgis.{qgis_enum}.{_member_name(current, attribute)}"
                     if owner is Qgis or module != "qgis.core" or Qgis.QGIS_VERSION_INT < 33400:
                         problems.append(f"{relpath}:{node.lineno}: {spelled} -> {use}")
                     # From 3.34 on, most QGIS enums moved into Qgis: the Qgis spelling would not exist on 3.22, so
                     # the older lane is the judge of those.
                 elif module.startswith("qgis.PyQt") or Qgis.QGIS_VERSION_INT < 33400:
                     problems.append(f"{relpath}:{node.lineno}: {spelled} -> "
-                                    f"{'.'.join(chain[:chain.index(attribute)])}.{kind.__name__}.{attribute}")
+                                    f"{'.'.join(chain[:depth])}.{kind.__name__}.{attribute}")
                 break
     return problems
 
@@ -176,7 +165,7 @@ def test_qvariant_types_only_inside_the_version_guard(modules):
     assert not problems, "\n".join(problems)
 
 
-def test_the_checks_catch_old_spellings(qgis_app, tmp_path):
+def test_the_checks_catch_old_spellings(qgis_app):
     """The scanner itself: it reports the PyQt5-only forms a QGIS 3 plugin typically has."""
     source = ("from qgis.PyQt.QtCore import Qt\n"
               "from qgis.core import Qgis\n"
