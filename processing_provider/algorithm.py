@@ -4,6 +4,8 @@ and the feedback object becomes the engine's ``progress``/``is_cancelled`` callb
 from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
@@ -14,6 +16,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from ..plugin.engine.errors import Cancelled, S2Error
 from .provider import ICON
 
+FAILED, FAILED_COUNT = "FAILED", "FAILED_COUNT"
 HELP_URL = "https://github.com/sentinel2-pipeline/sentinel2_pipeline#algorithms"
 
 
@@ -52,17 +55,70 @@ class Sentinel2Algorithm(QgsProcessingAlgorithm):
         self.addParameter(advanced(QgsProcessingParameterBoolean(
             "WAIT", self.tr("Wait for the SLURM job (false: submit and return its id)"), True)))
 
+    def add_failure_outputs(self, what="products"):
+        """FAILED ("product: reason" lines) and FAILED_COUNT: how every algorithm reports what did not work."""
+        self.addOutput(QgsProcessingOutputString(FAILED, self.tr(f"Failed {what} ('name: reason' lines)")))
+        self.addOutput(QgsProcessingOutputNumber(FAILED_COUNT, self.tr(f"Number of failed {what}")))
+
     def processAlgorithm(self, parameters, context, feedback):
         try:
             return self.process(parameters, context, feedback)
         except Cancelled as error:
+            say_once_in_qgis_process(str(error))
             feedback.reportError(str(error))
             return {}
         except S2Error as error:
+            say_once_in_qgis_process(str(error))
             raise QgsProcessingException(str(error)) from None
 
     def process(self, parameters, context, feedback):
         raise NotImplementedError
+
+
+def say_once_in_qgis_process(sentence):
+    """Let ``qgis_process`` print a failure's sentence once.
+
+    It prints every critical message-log entry on stderr, and QGIS logs a failing algorithm's exception there
+    twice (once when catching it, once more in ``QgsProcessingFeedback.reportError``) besides its own
+    ``ERROR:`` line: three copies. The message log is quiet until the event loop turns again (``qgis_process``
+    exits before that); with ``--json``, which prints no log on failure, the sentence goes to stderr here.
+    Elsewhere (desktop, tests) nothing changes."""
+    import sys
+
+    from qgis.core import QgsApplication
+    from qgis.PyQt.QtCore import QCoreApplication, QTimer
+
+    application = QgsApplication.instance()
+    if application is None or application.platform() != "qgis_process":
+        return
+    arguments = QCoreApplication.arguments()
+    if "--json" in arguments or arguments[-1:] == ["-"]:  # parameters from stdin imply JSON output
+        sys.stderr.write(sentence + "\n")
+        sys.stderr.flush()
+    log = QgsApplication.messageLog()
+    log.blockSignals(True)
+    QTimer.singleShot(0, lambda: log.blockSignals(False))
+
+
+def failure_results(failed, feedback):
+    """The FAILED and FAILED_COUNT outputs of ``failed`` ({name: reason}, or "name: reason" lines), each line
+    also told in the log as a warning (a partial failure: the other products are fine)."""
+    items = failed.items() if isinstance(failed, dict) else ((None, line) for line in failed)
+    lines = [failure_line(name, reason) for name, reason in items]
+    for line in lines:
+        feedback.pushWarning(line)
+    return {FAILED: "\n".join(lines), FAILED_COUNT: len(lines)}
+
+
+def failure_line(name, reason):
+    """'name: reason', without naming the product twice when the reason already starts with its name."""
+    reason = str(reason).strip()
+    if not name:
+        return reason
+    stem = name[:-len(".SAFE")] if name.endswith(".SAFE") else name
+    if any(reason.startswith(f"{known}{mark}") for known in (name, stem) for mark in (":", " ")):
+        return reason
+    return f"{name}: {reason}"
 
 
 def advanced(parameter):

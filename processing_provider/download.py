@@ -24,7 +24,7 @@ from ..plugin.engine.catalogs import Credentials
 from ..plugin.engine.errors import ParameterError
 from ..plugin.engine.footprints import Footprint, parse_product_name, parse_time
 from ..plugin.engine.sources import SOURCES, Options
-from .algorithm import Sentinel2Algorithm, engine_callbacks
+from .algorithm import Sentinel2Algorithm, engine_callbacks, failure_line, failure_results
 from .lazy import engine_module
 
 download = engine_module("download")
@@ -37,8 +37,7 @@ WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
 
 class DownloadAlgorithm(Sentinel2Algorithm):
     INPUT, SOURCE, AUTH, BANDS, AOI, PARALLEL, UNZIP = "INPUT", "SOURCE", "AUTH", "BANDS", "AOI", "PARALLEL", "UNZIP"
-    OUTPUT_FOLDER, PRODUCTS, DOWNLOADED, SKIPPED, FAILED = (
-        "OUTPUT_FOLDER", "PRODUCTS", "DOWNLOADED", "SKIPPED", "FAILED")
+    OUTPUT_FOLDER, PRODUCTS, DOWNLOADED, SKIPPED = "OUTPUT_FOLDER", "PRODUCTS", "DOWNLOADED", "SKIPPED"
 
     def name(self):
         return "download"
@@ -75,8 +74,8 @@ class DownloadAlgorithm(Sentinel2Algorithm):
             "Re-runs skip complete products and resume partial downloads (.part files). Offline (long-term archive) "
             "products are reported, not counted as failures.\n"
             "Outputs: PRODUCTS, the paths of the complete products (.SAFE folders, zips, or band folders) separated "
-            "by ';'; DOWNLOADED, SKIPPED and FAILED counts; the log has one line per product with the reason of "
-            "every failure.")
+            "by ';'; DOWNLOADED and SKIPPED counts; FAILED, one 'product: reason' line per failed product, and "
+            "FAILED_COUNT, their number (offline products are listed in the log, not counted as failures).")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFeatureSource(
@@ -94,9 +93,9 @@ class DownloadAlgorithm(Sentinel2Algorithm):
         self.addParameter(QgsProcessingParameterBoolean(self.UNZIP, self.tr("Extract and check the products"), True))
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Output folder")))
         self.addOutput(QgsProcessingOutputString(self.PRODUCTS, self.tr("Product paths (';'-separated)")))
-        for name, label in ((self.DOWNLOADED, "Products downloaded"), (self.SKIPPED, "Products already complete"),
-                            (self.FAILED, "Products that failed")):
+        for name, label in ((self.DOWNLOADED, "Products downloaded"), (self.SKIPPED, "Products already complete")):
             self.addOutput(QgsProcessingOutputNumber(name, self.tr(label)))
+        self.add_failure_outputs()
 
     def process(self, parameters, context, feedback):
         source = self.parameterAsEnumString(parameters, self.SOURCE, context)
@@ -114,11 +113,10 @@ class DownloadAlgorithm(Sentinel2Algorithm):
             summary = download.download(footprints, source, folder, options, session, progress, is_cancelled,
                                         feedback.pushInfo, unzip=self.parameterAsBoolean(parameters, self.UNZIP,
                                                                                          context))
-        for result in summary.failed:
-            feedback.reportError(result.reason, False)
+        failed = [failure_line(result.footprint.name, result.reason) for result in summary.failed]
         return {self.OUTPUT_FOLDER: folder, self.PRODUCTS: ";".join(summary.products),
                 self.DOWNLOADED: len(summary.downloaded), self.SKIPPED: len(summary.skipped),
-                self.FAILED: len(summary.failed)}
+                **failure_results(failed, feedback)}
 
     def _aoi(self, parameters, context, feedback, source):
         if parameters.get(self.AOI) in (None, ""):

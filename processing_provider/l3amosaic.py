@@ -19,7 +19,7 @@ from ..plugin import network
 from ..plugin.aoi import read_aoi
 from ..plugin.engine.callbacks import scaled
 from ..plugin.layers import load_on_completion
-from .algorithm import Sentinel2Algorithm, engine_callbacks
+from .algorithm import Sentinel2Algorithm, engine_callbacks, failure_results
 from .lazy import engine_module
 
 l3a = engine_module("l3a")
@@ -70,7 +70,7 @@ class L3AMosaicAlgorithm(Sentinel2Algorithm):
             "stretched to the 2-98 % range, in the group 'Sentinel-2 L3A'; without those three bands, the band "
             "files); REPORT, s2_l3a_report.json: tiles, months and bands found or missing, the bytes a whole-file "
             "download would need (written before any pixel is read), then the masked shares, excluded months and "
-            "files written.")
+            "files written; FAILED, one 'file: reason' line per file that could not be read, and FAILED_COUNT.")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFeatureSource(
@@ -90,6 +90,7 @@ class L3AMosaicAlgorithm(Sentinel2Algorithm):
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Output folder")))
         self.addOutput(QgsProcessingOutputMultipleLayers(self.OUTPUT_LAYERS, self.tr("True-colour layers")))
         self.addOutput(QgsProcessingOutputFile(self.REPORT, self.tr("Report (JSON)")))
+        self.add_failure_outputs("files")
 
     def process(self, parameters, context, feedback):
         start = self.parameterAsString(parameters, self.START_MONTH, context)
@@ -108,15 +109,14 @@ class L3AMosaicAlgorithm(Sentinel2Algorithm):
                 plan, folder, session, self.parameterAsDouble(parameters, self.MAX_MASKED, context),
                 self.parameterAsBoolean(parameters, self.STACK, context), progress=scaled(progress, 0.1, 1.0),
                 is_cancelled=is_cancelled, log=feedback.pushInfo)
-        for failure in result.failed:
-            feedback.reportError(failure, False)
+        failures = failure_results(result.failed, feedback)
         feedback.pushInfo(f"{len(result.files)} file(s) written, {len(result.excluded)} month(s) excluded; "
                           f"report: {result.report_path}")
         for layer in result.layers:
             load_on_completion(context, layer.path, layer.name, self.OUTPUT_LAYERS, style=Stretch(layer.stretch),
                                group=GROUP)
         return {self.OUTPUT_FOLDER: folder, self.OUTPUT_LAYERS: [layer.path for layer in result.layers],
-                self.REPORT: result.report_path}
+                self.REPORT: result.report_path, **failures}
 
 
 class Stretch:

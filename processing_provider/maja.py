@@ -5,7 +5,6 @@ from qgis.core import (
     QgsApplication,
     QgsContrastEnhancement,
     QgsMultiBandColorRenderer,
-    QgsProcessingException,
     QgsProcessingOutputMultipleLayers,
     QgsProcessingOutputString,
     QgsProcessingParameterAuthConfig,
@@ -20,9 +19,9 @@ from qgis.PyQt.QtCore import QDate, QDateTime, QTime
 
 from ..plugin import credentials, network
 from ..plugin.engine import http
-from ..plugin.engine.errors import ParameterError
+from ..plugin.engine.errors import ParameterError, S2Error
 from ..plugin.layers import load_on_completion
-from .algorithm import Sentinel2Algorithm, advanced, engine_callbacks
+from .algorithm import FAILED, Sentinel2Algorithm, advanced, engine_callbacks, failure_results
 from .lazy import engine_module
 
 maja = engine_module("maja")
@@ -37,7 +36,7 @@ class MajaAlgorithm(Sentinel2Algorithm):
         "MODE", "TILE", "START", "END", "RELATIVE_ORBIT", "MAX_CLOUD", "AUTH")
     INPUT_FOLDER, EXECUTABLE, DTM_FOLDER, GIPP_FOLDER, OUTPUT_FOLDER = (
         "INPUT_FOLDER", "EXECUTABLE", "DTM_FOLDER", "GIPP_FOLDER", "OUTPUT_FOLDER")
-    PRODUCTS, OUTPUT_LAYERS, FAILED = "PRODUCTS", "OUTPUT_LAYERS", "FAILED"
+    PRODUCTS, OUTPUT_LAYERS = "PRODUCTS", "OUTPUT_LAYERS"
     EXECUTOR, SLURM_OPTIONS, WAIT, JOB_ID = "EXECUTOR", "SLURM_OPTIONS", "WAIT", "JOB_ID"
 
     def name(self):
@@ -88,9 +87,9 @@ class MajaAlgorithm(Sentinel2Algorithm):
             "SLURM_OPTIONS: sbatch options, e.g. --partition=short --time=12:00:00 --account=proj, or #SBATCH lines. "
             "WAIT=false returns after the submission with JOB_ID; run again with the same OUTPUT_FOLDER to collect "
             "the results.\n\n"
-            "Outputs: PRODUCTS, the MAJA product folders separated by ';'; FAILED, one line per failed date or "
-            "product; OUTPUT_LAYERS, per date the flat reflectance in true colour (B4/B3/B2) and the cloud mask, "
-            "styled, in a group per date.")
+            "Outputs: PRODUCTS, the MAJA product folders separated by ';'; FAILED, one 'name: reason' line per "
+            "failed date or product, and FAILED_COUNT, their number; OUTPUT_LAYERS, per date the flat "
+            "reflectance in true colour (B4/B3/B2) and the cloud mask, styled, in a group per date.")
 
     def initAlgorithm(self, config=None):
         today = QDate.currentDate()
@@ -125,7 +124,7 @@ class MajaAlgorithm(Sentinel2Algorithm):
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("MAJA L2A folder")))
         self.addOutput(QgsProcessingOutputString(self.PRODUCTS, self.tr("MAJA products (';'-separated)")))
         self.addOutput(QgsProcessingOutputMultipleLayers(self.OUTPUT_LAYERS, self.tr("True colour and cloud masks")))
-        self.addOutput(QgsProcessingOutputString(self.FAILED, self.tr("Failed dates or products with reasons")))
+        self.add_failure_outputs("dates or products")
         self.addOutput(QgsProcessingOutputString(self.JOB_ID, self.tr("SLURM job id (EXECUTOR=slurm)")))
 
     def process(self, parameters, context, feedback):
@@ -162,14 +161,13 @@ class MajaAlgorithm(Sentinel2Algorithm):
         return dict(results, **{self.JOB_ID: outcome.job_id})
 
     def _outputs(self, mode, output, products, failed, context, feedback):
-        for name, reason in failed.items():
-            feedback.reportError(f"{name}: {reason}", False)
+        failures = failure_results(failed, feedback)
         if failed and not products:  # nothing to show: fail, so scripts and job arrays see a non-zero exit
-            raise QgsProcessingException(f"MAJA ({mode}) failed for every date ({len(failed)}); first: "
-                                         f"{next(iter(failed.values()))}")
+            raise S2Error(f"MAJA ({mode}) failed for every date ({len(failed)}); first: "
+                          f"{failures[FAILED].splitlines()[0]}")
         layers = [path for product in products for path in self._load(product, context)]
         return {self.OUTPUT_FOLDER: output, self.PRODUCTS: ";".join(p.path for p in products),
-                self.OUTPUT_LAYERS: layers, self.FAILED: "\n".join(f"{n}: {r}" for n, r in failed.items())}
+                self.OUTPUT_LAYERS: layers, **failures}
 
     def _request(self, parameters, context, mode):
         start = self.parameterAsDateTime(parameters, self.START, context).date()

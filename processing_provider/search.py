@@ -41,8 +41,8 @@ FIELD_KINDS = {"relative_orbit": "int", "sensing_start": "datetime", "cloud_cove
 class SearchAlgorithm(Sentinel2Algorithm):
     CATALOG, URL, AUTH, AOI, START, END, LEVEL = "CATALOG", "URL", "AUTH", "AOI", "START", "END", "LEVEL"
     MAX_CLOUD, PLATFORM, RELATIVE_ORBIT, ORBIT_DIRECTION = "MAX_CLOUD", "PLATFORM", "RELATIVE_ORBIT", "ORBIT_DIRECTION"
-    TILES, MAX_RESULTS, OUTPUT, GEOJSON, COUNT, TOTAL_BYTES = (
-        "TILES", "MAX_RESULTS", "OUTPUT", "GEOJSON", "COUNT", "TOTAL_BYTES")
+    TILES, MAX_RESULTS, OUTPUT, GEOJSON, COUNT, MATCHED, TOTAL_BYTES = (
+        "TILES", "MAX_RESULTS", "OUTPUT", "GEOJSON", "COUNT", "MATCHED", "TOTAL_BYTES")
 
     def name(self):
         return "search"
@@ -72,9 +72,13 @@ class SearchAlgorithm(Sentinel2Algorithm):
             "a few-vertex polygon that covers it and results are then checked against the exact area. Give AOI, "
             "TILES or both.\n"
             "START/END: sensing dates, both included. Filters a catalogue cannot apply are applied to its answers.\n"
-            "MAX_RESULTS: stop after this many products (0: no limit).\n"
+            "MAX_RESULTS: stop after this many products (0: no limit); the log then says how many the catalogue "
+            "holds (\"1,000 of 2,345 products shown\").\n"
             "GEOJSON: also write the footprints as GeoJSON with an 'identifier' property (like sentinelsat's "
-            "footprints file).\n\nOutputs COUNT and TOTAL_BYTES give the number and summed size of the products.")
+            "footprints file).\n\nOutputs: COUNT and TOTAL_BYTES, the number and summed size of the products written; "
+            "MATCHED, the number of products the catalogue holds for the query (COUNT when every one was written; "
+            "the catalogue's own count when MAX_RESULTS stopped the search, empty when it gives none: Sentinel "
+            "Hub).")
 
     def initAlgorithm(self, config=None):
         today = QDate.currentDate()
@@ -106,6 +110,7 @@ class SearchAlgorithm(Sentinel2Algorithm):
             self.GEOJSON, self.tr("Footprints as GeoJSON"), self.tr("GeoJSON (*.geojson)"), optional=True,
             createByDefault=False))
         self.addOutput(QgsProcessingOutputNumber(self.COUNT, self.tr("Number of products")))
+        self.addOutput(QgsProcessingOutputNumber(self.MATCHED, self.tr("Number of products the catalogue holds")))
         self.addOutput(QgsProcessingOutputNumber(self.TOTAL_BYTES, self.tr("Total size (bytes)")))
 
     def process(self, parameters, context, feedback):
@@ -120,9 +125,7 @@ class SearchAlgorithm(Sentinel2Algorithm):
                 catalog, query, url=self.parameterAsString(parameters, self.URL, context).strip() or None,
                 credentials=_credentials(catalog, self.parameterAsString(parameters, self.AUTH, context)),
                 session=session, progress=progress, is_cancelled=is_cancelled, log=feedback.pushInfo)
-        found = footprints.merge(found)
-        if query.max_results:
-            found = found[:query.max_results]
+        found, matched = _shown(found, query.max_results, feedback)
         dest_id = self._write_layer(found, parameters, context)
         geojson = self.parameterAsFileOutput(parameters, self.GEOJSON, context)
         if geojson:
@@ -131,7 +134,7 @@ class SearchAlgorithm(Sentinel2Algorithm):
         offline = sum(1 for f in found if f.online is False)
         feedback.pushInfo(f"{len(found)} products, {total / 1e9:.2f} GB"
                           + (f", {offline} offline (long-term archive)" if offline else "") + ".")
-        return {self.OUTPUT: dest_id, self.GEOJSON: geojson or None, self.COUNT: len(found),
+        return {self.OUTPUT: dest_id, self.GEOJSON: geojson or None, self.COUNT: len(found), self.MATCHED: matched,
                 self.TOTAL_BYTES: total}
 
     def _query(self, parameters, context, feedback):
@@ -168,6 +171,28 @@ class SearchAlgorithm(Sentinel2Algorithm):
         if context.willLoadLayerOnCompletion(dest_id):
             context.layerToLoadOnCompletionDetails(dest_id).setPostProcessor(post_processor("footprints"))
         return dest_id
+
+
+def _shown(found, max_results, feedback):
+    """``(footprints to write, MATCHED)``: at most MAX_RESULTS of the merged results, and how many matched; the
+    log says when MAX_RESULTS hid some."""
+    merged = footprints.merge(found)
+    shown = merged[:max_results] if max_results else merged
+    capped = getattr(found, "capped", False) or len(shown) < len(merged)
+    if not capped:
+        return shown, len(shown)
+    matched = getattr(found, "matched", None)
+    if matched is None and len(shown) < len(merged):
+        matched = len(merged)  # at least that many
+    if matched is None:
+        feedback.pushWarning(f"{len(shown):,} products shown; the catalogue holds more but does not say how many: "
+                             f"raise MAX_RESULTS to see them.")
+        return shown, None
+    matched = max(matched, len(merged))
+    if matched <= len(shown):  # exactly MAX_RESULTS matched: nothing was left out
+        return shown, len(shown)
+    feedback.pushWarning(f"{len(shown):,} of {matched:,} products shown; raise MAX_RESULTS to see them all.")
+    return shown, matched
 
 
 def _credentials(catalog, authcfg):

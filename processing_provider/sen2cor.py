@@ -4,7 +4,6 @@ import os
 
 from qgis.core import (
     QgsApplication,
-    QgsProcessingException,
     QgsProcessingOutputMultipleLayers,
     QgsProcessingOutputString,
     QgsProcessingParameterFile,
@@ -14,8 +13,9 @@ from qgis.core import (
     QgsSettings,
 )
 
+from ..plugin.engine.errors import S2Error
 from ..plugin.layers import load_on_completion
-from .algorithm import Sentinel2Algorithm, advanced, engine_callbacks
+from .algorithm import FAILED, Sentinel2Algorithm, advanced, engine_callbacks, failure_results
 from .lazy import engine_module
 
 sen2cor = engine_module("sen2cor")
@@ -29,8 +29,7 @@ LAYER_STYLES = {"TCI": ("true colour", "tci"), "SCL": ("scene classification", "
 class Sen2CorAlgorithm(Sentinel2Algorithm):
     INPUT_FOLDER, EXECUTABLE, RESOLUTION, DEM_FOLDER = "INPUT_FOLDER", "EXECUTABLE", "RESOLUTION", "DEM_FOLDER"
     PROCESSING_BASELINE, GIPP, PARALLEL, PRODUCT_FILTER = "PROCESSING_BASELINE", "GIPP", "PARALLEL", "PRODUCT_FILTER"
-    TIMEOUT, OUTPUT_FOLDER, PRODUCTS, OUTPUT_LAYERS, FAILED = (
-        "TIMEOUT", "OUTPUT_FOLDER", "PRODUCTS", "OUTPUT_LAYERS", "FAILED")
+    TIMEOUT, OUTPUT_FOLDER, PRODUCTS, OUTPUT_LAYERS = "TIMEOUT", "OUTPUT_FOLDER", "PRODUCTS", "OUTPUT_LAYERS"
     EXECUTOR, SLURM_OPTIONS, WAIT, JOB_ID = "EXECUTOR", "SLURM_OPTIONS", "WAIT", "JOB_ID"
 
     def name(self):
@@ -76,9 +75,10 @@ class Sen2CorAlgorithm(Sentinel2Algorithm):
             "Products whose L2A is already in OUTPUT_FOLDER are skipped; each product gets a log "
             "<name>.sen2cor.log in OUTPUT_FOLDER; a product counts as done only when Sen2Cor exits with 0 and its "
             "L2A product is complete. A failed product does not stop the others.\n\n"
-            "Outputs: PRODUCTS, the L2A folders (made now or found) separated by ';'; FAILED, one line per failed "
-            "product with the reason; OUTPUT_LAYERS, per product the true colour image and the scene "
-            "classification (standard SCL palette), loaded in a group per product.")
+            "Outputs: PRODUCTS, the L2A folders (made now or found) separated by ';'; FAILED, one "
+            "'product: reason' line per failed product, and FAILED_COUNT, their number; OUTPUT_LAYERS, per product "
+            "the true colour image and the scene classification (standard SCL palette), loaded in a group per "
+            "product.")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFile(
@@ -107,7 +107,7 @@ class Sen2CorAlgorithm(Sentinel2Algorithm):
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Level-2A folder")))
         self.addOutput(QgsProcessingOutputString(self.PRODUCTS, self.tr("Level-2A products (';'-separated)")))
         self.addOutput(QgsProcessingOutputMultipleLayers(self.OUTPUT_LAYERS, self.tr("True colour and SCL layers")))
-        self.addOutput(QgsProcessingOutputString(self.FAILED, self.tr("Failed products with reasons")))
+        self.add_failure_outputs()
         self.addOutput(QgsProcessingOutputString(self.JOB_ID, self.tr("SLURM job id (EXECUTOR=slurm)")))
 
     def process(self, parameters, context, feedback):
@@ -158,18 +158,16 @@ class Sen2CorAlgorithm(Sentinel2Algorithm):
             timeout=timeout * 60 if timeout > 0 else None)
 
     def _outputs(self, output_folder, result, context, feedback):
-        failed = "\n".join(f"{name}: {reason}" for name, reason in result.failed.items())
-        for name, reason in result.failed.items():
-            feedback.reportError(f"{name}: {reason}", False)
+        failures = failure_results(result.failed, feedback)
         l2a = result.products + list(result.skipped.values())
         if result.failed and not l2a:  # nothing to show: fail, so scripts and job arrays see a non-zero exit
-            raise QgsProcessingException(
-                f"Sen2Cor failed on every product ({len(result.failed)}); first: {next(iter(result.failed.values()))}")
+            raise S2Error(f"Sen2Cor failed on every product ({len(result.failed)}); first: "
+                          f"{failures[FAILED].splitlines()[0]}")
         layers = [path for product in l2a for path in self._load(product, context)]
         feedback.pushInfo(f"{len(result.products)} made, {len(result.skipped)} already there, "
                           f"{len(result.failed)} failed.")
         return {self.OUTPUT_FOLDER: output_folder, self.PRODUCTS: ";".join(l2a), self.OUTPUT_LAYERS: layers,
-                self.FAILED: failed}
+                **failures}
 
     def _load(self, l2a, context):
         """Ask the context to load the product's TCI and SCL, styled, in a group named after the product."""

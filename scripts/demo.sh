@@ -174,7 +174,7 @@ PY
         run download sentinel2:download INPUT="$OUT/footprints.geojson" SOURCE=stac BANDS=B4 BANDS=B3 BANDS=B2 \
             AOI="$AOI" OUTPUT_FOLDER="$OUT/bands"
         echo "DOWNLOADED: $(result download DOWNLOADED) (skipped $(result download SKIPPED), failed" \
-             "$(result download FAILED)) into $OUT/bands"
+             "$(result download FAILED_COUNT)) into $OUT/bands"
         listing "$(result download PRODUCTS)"
     fi
 
@@ -235,7 +235,7 @@ step 3 "Download the products (SOURCE=auto: the Data Space, one sign-in for the 
 run download sentinel2:download INPUT="$OUT/footprints.gpkg" SOURCE=auto AUTH="$AUTHCFG" \
     OUTPUT_FOLDER="$OUT/l1c"
 echo "DOWNLOADED: $(result download DOWNLOADED) (skipped $(result download SKIPPED), failed" \
-     "$(result download FAILED)), MD5 verified, extracted and checked into $OUT/l1c:"
+     "$(result download FAILED_COUNT)), MD5 verified, extracted and checked into $OUT/l1c:"
 listing "$(result download PRODUCTS)"
 "$PYTHON" - "$STATS_URL" <<'PY'
 import json

@@ -73,7 +73,8 @@ def odata_products(server):
 
 
 def skips(server):
-    return [int(dict(pairs).get("$skip", 0)) for pairs in server.raw_queries]
+    """The $skip of every page request (the $count request that follows a capped search is not a page)."""
+    return [int(dict(pairs).get("$skip", 0)) for pairs in server.raw_queries if "$count" not in dict(pairs)]
 
 
 def assert_one_sentence(message):
@@ -143,8 +144,10 @@ def test_replays_the_real_response_and_stops_at_max_results(http_server):
         "S2A_MSIL1C_20200808T010311_N0500_R045_T54PXA_20230413T212505",
         "S2A_MSIL1C_20200808T010311_N0500_R045_T55PBR_20230413T212505"]
     # The fixture's nextLink points at the real service: with MAX_RESULTS reached it must not be followed.
+    # Then one $count request says how many match: the fixture (an answer without $count) has no number.
     requests = http_server.requests_to(route.path)
-    assert len(requests) == 1 and requests[0].query["$top"] == "2"
+    assert [(r.query["$top"], r.query.get("$count")) for r in requests] == [("2", None), ("1", "True")]
+    assert (results.capped, results.matched) == (True, None)
 
 
 def test_download_url_follows_the_environment(replica_server, monkeypatch):
@@ -276,8 +279,12 @@ def test_max_results_is_honoured(replica_server):
     results, _, _ = run(server, period_query(max_results=2500))
     assert {f.id for f in results} == {p["Id"] for p in products[:2500]}  # the earliest ones
     assert skips(server) == [0, 1000, 2000]
+    assert (results.capped, results.matched) == (True, 5000)  # 500 a day for ten days
     results, _, _ = run(server, period_query(max_results=300))
-    assert len(results) == 300 and dict(server.raw_queries[-1])["$top"] == "300" and len(server.raw_queries) == 4
+    assert len(results) == 300 and dict(server.raw_queries[-2])["$top"] == "300" and len(server.raw_queries) == 6
+    assert dict(server.raw_queries[-1])["$count"] == "True" and results.matched == 5000
+    complete, _, _ = run(server, period_query(max_results=6000))
+    assert (complete.capped, complete.matched, len(complete)) == (False, None, 5000)
 
 
 def test_cancel_between_pages(replica_server):

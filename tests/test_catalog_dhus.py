@@ -176,7 +176,7 @@ def test_max_results_stops_paging(http_server, session):
 
     results, _, _ = run(june(max_results=120), replica.url, session=session)
 
-    assert len(results) == 120
+    assert len(results) == 120 and (results.capped, results.matched) == (True, 250)
     assert [r.query["start"] for r in replica.searches() if r.query["rows"] != "0"] == ["0", "100"]
 
 

@@ -217,6 +217,9 @@ def test_max_results_stops_paging(http_server, session):
     serve(http_server, [replica.earth_search_item(p) for p in replica.products(60)])
     results = Run(http_server, session, "earth-search")(Query(START, END, max_results=10), page_size=25)
     assert len(bodies(http_server)) == 1 and len(results) >= 10
+    assert (results.capped, results.matched) == (True, 60)  # numberMatched of the first page
+    everything = Run(http_server, session, "earth-search")(Query(START, END), page_size=25)
+    assert len(everything) == 60 and not everything.capped
 
 
 def test_cdse_sends_cql2_and_splits_the_period_past_the_page_cap(http_server, session, monkeypatch):

@@ -100,10 +100,13 @@ def authcfg(qgis_app):
 class Log(QgsProcessingFeedback):
     def __init__(self):
         super().__init__()
-        self.lines, self.errors = [], []
+        self.lines, self.warnings, self.errors = [], [], []
 
     def pushInfo(self, info):  # noqa: N802 (QGIS API name)
         self.lines.append(info)
+
+    def pushWarning(self, warning):  # noqa: N802 (QGIS API name)
+        self.warnings.append(warning)
 
     def reportError(self, error, fatalError=False):  # noqa: N802,N803 (QGIS API names)
         self.errors.append(error)
@@ -133,15 +136,29 @@ def test_selected_footprints_are_downloaded_extracted_and_rerun_skips(provider, 
     result = _run("sentinel2:download", params, log)
     names = [p["Name"] for p, _ in products[1:]]
     assert result["PRODUCTS"] == ";".join(str(tmp_path / name) for name in names)
-    assert (result["DOWNLOADED"], result["SKIPPED"], result["FAILED"]) == (2, 0, 0)
+    assert (result["DOWNLOADED"], result["SKIPPED"], result["FAILED_COUNT"]) == (2, 0, 0)
     assert result["OUTPUT_FOLDER"] == str(tmp_path) and sorted(os.listdir(tmp_path)) == sorted(names)
     assert all(safe.check(str(tmp_path / name)) == [] for name in names)
     assert any("created the empty folders Sen2Cor needs: AUX_DATA, HTML, rep_info" in line for line in log.lines)
     assert not any(PASSWORD in line or "eyJ-" in line for line in log.lines)
 
     again = _run("sentinel2:download", params)
-    assert (again["DOWNLOADED"], again["SKIPPED"], again["FAILED"]) == (0, 2, 0)
+    assert (again["DOWNLOADED"], again["SKIPPED"], again["FAILED_COUNT"]) == (0, 2, 0)
     assert again["PRODUCTS"] == result["PRODUCTS"]
+
+
+def test_a_corrupt_product_is_one_failed_line_and_the_others_arrive(provider, env, authcfg, products, tmp_path):
+    replica, _ = env
+    damaged, body = products[0]
+    replica.route(odata.value_path(damaged), body=body[:-10] + b"0123456789")  # same size, other MD5
+    log = Log()
+    result = _run("sentinel2:download", {"INPUT": _search(replica), "SOURCE": "cdse", "AUTH": authcfg,
+                                         "UNZIP": False, "OUTPUT_FOLDER": str(tmp_path)}, log)
+    assert (result["DOWNLOADED"], result["FAILED_COUNT"]) == (2, 1)
+    [line] = result["FAILED"].splitlines()
+    assert line.startswith(damaged["Name"][:-5] + ": ") and "MD5" in line, line
+    assert log.warnings == [line]  # told once, as a warning: the other products are fine
+    assert sorted(os.listdir(tmp_path)) == sorted(p["Name"][:-5] + ".zip" for p, _ in products[1:])
 
 
 def test_geojson_footprints_without_unzip_give_verified_zips(provider, env, authcfg, products, tmp_path):
@@ -151,7 +168,7 @@ def test_geojson_footprints_without_unzip_give_verified_zips(provider, env, auth
     out = tmp_path / "zips"
     result = _run("sentinel2:download", {"INPUT": str(geojson), "SOURCE": "cdse", "AUTH": authcfg, "UNZIP": False,
                                          "PARALLEL": 2, "OUTPUT_FOLDER": str(out)})
-    assert result["DOWNLOADED"] == 3 and result["FAILED"] == 0
+    assert result["DOWNLOADED"] == 3 and (result["FAILED"], result["FAILED_COUNT"]) == ("", 0)
     for (product, body), path in zip(products, result["PRODUCTS"].split(";")):
         assert path == str(out / (product["Name"][:-5] + ".zip"))
         with open(path, "rb") as stream:
@@ -258,7 +275,7 @@ def test_headless_download_killed_mid_transfer_completes_on_the_next_run(product
 
         second_run = time.monotonic()
         result = qp.run_alg("sentinel2:download", dict(p.split("=", 1) for p in params)).check()
-        assert result.results["DOWNLOADED"] == 1 and result.results["FAILED"] == 0
+        assert result.results["DOWNLOADED"] == 1 and result.results["FAILED_COUNT"] == 0
         assert result.results["PRODUCTS"] == str(out / product["Name"])
         assert safe.check(str(out / product["Name"])) == [] and os.listdir(out) == [product["Name"]]
         assert host.served[-1].range == f"bytes={kept}-"  # resumed where the killed run stopped writing

@@ -67,7 +67,8 @@ def _params(replica, folder, **extra):
 def test_parameters_and_outputs_are_the_documented_ones(provider):
     algorithm = QgsApplication.processingRegistry().algorithmById("sentinel2:l3amosaic")
     assert [p.name() for p in algorithm.parameterDefinitions()] == PARAMETERS
-    assert [o.name() for o in algorithm.outputDefinitions()] == ["OUTPUT_FOLDER", "OUTPUT_LAYERS", "REPORT"]
+    assert [o.name() for o in algorithm.outputDefinitions()] == ["OUTPUT_FOLDER", "OUTPUT_LAYERS", "REPORT",
+                                                                 "FAILED", "FAILED_COUNT"]
     bands = algorithm.parameterDefinition("BANDS")
     assert bands.options() == list(l3a.BANDS) and bands.usesStaticStrings() and bands.allowMultiple()
     assert algorithm.parameterDefinition("MAX_MASKED").defaultValue() == 100

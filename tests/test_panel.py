@@ -250,6 +250,15 @@ def test_search_fills_the_table_and_a_styled_footprints_layer_that_agree(dock, p
     assert filters and "OData.CSC.Intersects" in filters[-1]
 
 
+def test_a_search_stopped_at_max_results_says_how_many_match(dock, monkeypatch):
+    form_parameters = dock.form.parameters
+    monkeypatch.setattr(dock.form, "parameters", lambda: dict(form_parameters(), MAX_RESULTS=2))
+    layer = search(dock)
+    total = len(expected_products())
+    assert layer.featureCount() == 2 < total
+    assert dock.summary.text().startswith(f"2 of {total:,} products, ")
+
+
 def test_search_with_a_layer_uses_its_selected_features(dock, project):
     from qgis.core import QgsFeature, QgsVectorLayer
 
@@ -558,7 +567,7 @@ class StandInDownload(QgsProcessingAlgorithm):
             return {}
         for name in names:
             os.makedirs(os.path.join(folder, name), exist_ok=True)
-        return {"OUTPUT_FOLDER": folder, "DOWNLOADED": len(names), "SKIPPED": 0, "FAILED": 0}
+        return {"OUTPUT_FOLDER": folder, "DOWNLOADED": len(names), "SKIPPED": 0, "FAILED": "", "FAILED_COUNT": 0}
 
 
 class StandInSen2Cor(QgsProcessingAlgorithm):

@@ -29,10 +29,13 @@ def replica():
 class Log(QgsProcessingFeedback):
     def __init__(self):
         super().__init__()
-        self.lines = []
+        self.lines, self.warnings = [], []
 
     def pushInfo(self, info):  # noqa: N802 (QGIS API name)
         self.lines.append(info)
+
+    def pushWarning(self, warning):  # noqa: N802 (QGIS API name)
+        self.warnings.append(warning)
 
 
 def _run(params, feedback=None):
@@ -47,6 +50,20 @@ def _area(wkt, crs="EPSG:4326"):
     feature.setGeometry(QgsGeometry.fromWkt(wkt))
     layer.dataProvider().addFeature(feature)
     return layer
+
+
+def test_max_results_says_how_many_the_catalogue_holds(provider, replica):
+    params = {"CATALOG": "cdse", "URL": replica.odata_url, "TILES": ",".join(TILES), "START": "2023-06-01",
+              "END": "2023-07-31", "LEVEL": "L1C", "OUTPUT": "memory:"}
+    everything = _run(params)
+    assert everything["MATCHED"] == everything["COUNT"] > 5
+    log = Log()
+    capped = _run(dict(params, MAX_RESULTS=5), log)
+    assert capped["COUNT"] == capped["OUTPUT"].featureCount() == 5
+    assert capped["MATCHED"] == everything["COUNT"]
+    assert log.warnings == [f"5 of {everything['COUNT']:,} products shown; raise MAX_RESULTS to see them all."]
+    exact = _run(dict(params, MAX_RESULTS=everything["COUNT"]), log)
+    assert exact["MATCHED"] == exact["COUNT"] == everything["COUNT"] and len(log.warnings) == 1
 
 
 def test_footprints_layer_has_the_schema_and_sorted_products(provider, replica, tmp_path):

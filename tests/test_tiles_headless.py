@@ -42,14 +42,19 @@ def test_area_across_the_antimeridian_from_a_geojson_file(qgis_process, tmp_path
     assert "60KYE" in tiles and "01KAV" in tiles
 
 
-def test_area_outside_the_grid_fails_with_one_sentence_and_writes_nothing(qgis_process, tmp_path):
+@pytest.mark.parametrize("json_output", [False, True], ids=["text", "json"])
+def test_area_outside_the_grid_fails_with_one_sentence_once_and_writes_nothing(qgis_process, tmp_path,
+                                                                                 json_output):
     area = tmp_path / "pole.geojson"
     area.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {
         "type": "Polygon", "coordinates": [[[0, 85], [10, 85], [10, 88], [0, 88], [0, 85]]]}}))
     output = tmp_path / "tiles.gpkg"
-    result = qgis_process.run_alg("sentinel2:tiles", {"AOI": str(area), "OUTPUT": str(output)}, json_output=False)
+    result = qgis_process.run_alg("sentinel2:tiles", {"AOI": str(area), "OUTPUT": str(output)},
+                                  json_output=json_output)
     assert result.returncode != 0
-    assert ("AOI: the area (85.00° to 88.00° latitude) lies outside the Sentinel-2 tiling grid, "
-            "whose tiles reach from 83.8°S to 84.7°N.") in result.output
+    sentence = ("AOI: the area (85.00° to 88.00° latitude) lies outside the Sentinel-2 tiling grid, "
+                "whose tiles reach from 83.8°S to 84.7°N.")
+    assert (result.stdout + result.stderr).count(sentence) == 1, result.stderr
+    assert sentence in result.stderr  # where scripts look for it
     assert "Traceback" not in result.output
     assert not output.exists()

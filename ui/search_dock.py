@@ -49,6 +49,7 @@ ALGORITHMS = {"search": "sentinel2:search", "download": "sentinel2:download", "s
 NEEDED = {DOWNLOAD: ("download",), CHAIN: ("download", "sen2cor"), MOSAIC: ("l3amosaic",)}
 QUICKLOOK_SIZE = 240
 NAME_WIDTH = 180
+MORE = "more"  # the catalogue holds more products than shown and does not say how many
 FINISHED = (QgsTask.TaskStatus.Complete, QgsTask.TaskStatus.Terminated)
 
 
@@ -58,6 +59,7 @@ class SearchDock(QgsDockWidget):
         self.setObjectName("Sentinel2SearchDock")  # QGIS restores dock positions by object name
         self.iface = iface
         self.layer = None  # the footprints layer shown in the table
+        self.matched = None  # what the catalogue holds for the last search (see bind)
         self.search_task = None
         self.tasks = []  # every algorithm task started here (search, downloads, Sen2Cor, mosaics)
         self.chains = set()  # download → Sen2Cor chains still allowed to start their second step
@@ -154,7 +156,9 @@ class SearchDock(QgsDockWidget):
         params["OUTPUT"] = output
         self.urls[params["CATALOG"]] = self.form.service_url()
         area = params.get("AOI")  # a memory layer must live until the search is over: the lambda keeps it
-        task = self._start("search", params, lambda ok, results: self._search_finished(path, ok, results, area),
+        limit = params.get("MAX_RESULTS", _default("search", "MAX_RESULTS")) or 0
+        task = self._start("search", params,
+                           lambda ok, results: self._search_finished(path, ok, results, area, limit),
                            f"Sentinel-2 search in {params['CATALOG']}")
         if task is not None:
             self.search_task = task
@@ -168,7 +172,7 @@ class SearchDock(QgsDockWidget):
         if self._alive():
             self.progress.setValue(int(value))
 
-    def _search_finished(self, path, ok, results, area=None):
+    def _search_finished(self, path, ok, results, area=None, max_results=0):
         # ``area`` is only held until here: the algorithm may read a memory layer until it has finished.
         self.search_task = None
         if not self._alive():
@@ -181,12 +185,14 @@ class SearchDock(QgsDockWidget):
         if layer is None:
             self._message("The footprints layer was not added to the project.", Qgis.MessageLevel.Warning)
             return
-        self.bind(layer)
+        self.bind(layer, _matched(results, max_results))
 
-    def bind(self, layer):
-        """Show ``layer`` (a footprints layer) in the table and keep both selections in step."""
+    def bind(self, layer, matched=None):
+        """Show ``layer`` (a footprints layer) in the table and keep both selections in step; ``matched``: how
+        many products the catalogue holds (the search's MATCHED), when MAX_RESULTS showed fewer."""
         self.unbind()
         self.layer = layer
+        self.matched = matched
         self.model.set_features(layer.getFeatures())
         layer.selectionChanged.connect(self._layer_selection_changed)
         self._show_summary()
@@ -204,7 +210,12 @@ class SearchDock(QgsDockWidget):
         rows = [row.values for row in self.model.rows]
         size = sum(values["size_bytes"] or 0 for values in rows) / 1e9
         offline = sum(1 for values in rows if values["online"] is False)
-        text = f"{len(rows)} products, {size:.1f} GB" if rows else "No products found."
+        shown = f"{len(rows):,}"
+        if self.matched == MORE:  # stopped at MAX_RESULTS, and the catalogue gives no total (Sentinel Hub)
+            shown += "+"
+        elif self.matched is not None and int(self.matched) > len(rows):
+            shown = f"{len(rows):,} of {int(self.matched):,}"
+        text = f"{shown} products, {size:.1f} GB" if rows else "No products found."
         self.summary.setText(text + (f", {offline} offline (long-term archive)." if offline else ""))
 
     def _layers_removed(self, layer_ids):
@@ -414,15 +425,33 @@ class SearchDock(QgsDockWidget):
         self.iface.messageBar().pushMessage(TITLE, text, level, 8)
 
 
+def _default(role, name):
+    """The default value of the parameter ``name`` of the algorithm of ``role`` (declared once, there)."""
+    algorithm = QgsApplication.processingRegistry().algorithmById(ALGORITHMS[role])
+    definition = algorithm.parameterDefinition(name) if algorithm else None
+    return definition.defaultValue() if definition else None
+
+
+def _matched(results, max_results):
+    """The search's MATCHED for the summary; MORE when it stopped at MAX_RESULTS without the catalogue's total."""
+    matched = results.get("MATCHED")
+    if matched in (None, ""):
+        count = results.get("COUNT")
+        return MORE if max_results and count is not None and int(count) >= max_results else None
+    return int(matched)
+
+
 def download_summary(results):
-    """One line from ``sentinel2:download``'s outputs (numbers, or lists of products)."""
+    """One line from ``sentinel2:download``'s outputs, with the first failure's reason when there is one."""
 
     def count(name):
         value = results.get(name)
         return len(value) if isinstance(value, (list, tuple)) else int(value or 0)
 
-    return (f"Downloaded {count('DOWNLOADED')}, already there {count('SKIPPED')}, failed {count('FAILED')}: "
+    text = (f"Downloaded {count('DOWNLOADED')}, already there {count('SKIPPED')}, failed {count('FAILED_COUNT')}: "
             f"{results.get('OUTPUT_FOLDER') or ''}")
+    failures = str(results.get("FAILED") or "").splitlines()
+    return text + (f" (first failure: {failures[0]})" if failures else "")
 
 
 def _layer_with_source(path):

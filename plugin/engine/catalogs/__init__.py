@@ -5,13 +5,26 @@
 ``query`` is a :class:`..query.Query`; ``url`` the service root (None: the module's default); ``credentials`` a
 :class:`Credentials` (or None); ``session`` from the single HTTP session factory (``http.new_session``);
 ``progress(fraction, message)``, ``is_cancelled()`` as everywhere; ``log(message)`` writes one line to the
-algorithm's log (what was sent, pages fetched). Results satisfy ``query.matches`` and are not yet merged.
+algorithm's log (what was sent, pages fetched). Results satisfy ``query.matches`` and are not yet merged; they
+come as a :class:`Found`, which also tells whether MAX_RESULTS cut the search short and how many products the
+catalogue holds.
 """
 
 import collections
 import importlib
 
 from ..errors import ParameterError
+
+
+class Found(list):
+    """A search's footprints. ``capped``: the search stopped at MAX_RESULTS; ``matched``: then, how many products
+    the catalogue says it holds for the query (its own count, before the checks made here), or None when it does
+    not say. A complete search has ``capped`` False and holds every match."""
+
+    def __init__(self, footprints=(), capped=False, matched=None):
+        super().__init__(footprints)
+        self.capped, self.matched = capped, matched
+
 
 Credentials = collections.namedtuple("Credentials", "username password api_key", defaults=(None, None, None))
 

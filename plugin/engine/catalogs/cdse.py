@@ -19,6 +19,7 @@ from .. import http
 from ..callbacks import check_cancelled
 from ..errors import ServiceError
 from ..footprints import Footprint, parse_time
+from . import Found
 
 SERVICE = "Copernicus Data Space"
 DOWNLOAD_URL = "https://download.dataspace.copernicus.eu/odata/v1"
@@ -124,7 +125,22 @@ class _Search:
                 break
         self.found.sort(key=lambda f: (f.sensing_start, f.name))
         self.progress(1.0, f"{len(self.found)} products found in {self.pages} pages")
-        return self.found
+        if not self._full():
+            return Found(self.found)
+        return Found(self.found, capped=True, matched=self._count())
+
+    def _count(self):
+        """What the catalogue holds for the query ($count, asked only once MAX_RESULTS stopped the paging: it is
+        slow); None when the service does not say."""
+        total = 0
+        for tiles in self.groups:
+            params = [("$filter", build_filter(self.query, tiles=tiles)), ("$count", "True"), ("$top", "1")]
+            body = self._get(self.products_url, params)
+            count = body.get("@odata.count") if isinstance(body, dict) else None
+            if not isinstance(count, int):
+                return None
+            total += count
+        return total
 
     def _period(self, tiles):
         """All products of the period for one group of tiles, in windows of at most SKIP_LIMIT + top."""

@@ -17,6 +17,7 @@ from .. import http
 from ..callbacks import check_cancelled
 from ..errors import MissingDependency, ParameterError, ServiceError
 from ..footprints import Footprint, parse_product_name
+from . import Found
 
 SERVICE = "DHuS"
 PAGE_SIZE = 100  # DHuS answers at most 100 rows per request
@@ -150,7 +151,9 @@ def _pages(api, query, keywords, progress, is_cancelled, log):
             break
     if dropped:
         log(f"DHuS: {dropped} products did not meet every filter (checked here) and were left out.")
-    return results[: query.max_results] if query.max_results else results
+    if query.max_results and len(results) >= query.max_results and offset < total:
+        return Found(results[: query.max_results], capped=True, matched=total)
+    return Found(results)
 
 
 def to_footprint(uuid, p, api_url):

@@ -23,6 +23,7 @@ from .. import http
 from ..callbacks import check_cancelled
 from ..errors import MissingDependency, ParameterError, ServiceError
 from ..footprints import Footprint, parse_product_name, parse_time
+from . import Found
 
 SERVICE = "Sentinel Hub"
 PAGE_LIMIT = 100  # the Catalog API's maximum page size
@@ -154,7 +155,7 @@ def _describe(arguments, level):
 
 def _collect(features, limit, query, progress, log):
     """Keep what meets every filter until the last page or MAX_RESULTS."""
-    results, dropped, seen = [], 0, 0
+    results, dropped, seen, capped = [], 0, 0, False
     for feature in features:
         seen += 1
         footprint = to_footprint(feature)
@@ -163,13 +164,14 @@ def _collect(features, limit, query, progress, log):
         else:
             dropped += 1
         if query.max_results and len(results) >= query.max_results:
+            capped = True  # the Catalog API gives no total: how many more match is not known
             break
         if seen % limit == 0:  # a page is done; the service gives no total, so the bar only approaches 1
             progress(1 - 1 / (1 + seen // limit), f"Sentinel Hub: {len(results)} products")
     log(f"Sentinel Hub: {seen} products in {max(-(-seen // limit), 1)} page(s); {dropped} did not meet every "
         f"filter (checked here) and were left out.")
     progress(1.0, f"Sentinel Hub: {len(results)} products")
-    return results
+    return Found(results, capped=capped)
 
 
 def _features(sh, iterator, base, token, is_cancelled):

@@ -29,6 +29,7 @@ from .. import http
 from ..callbacks import check_cancelled, scaled
 from ..errors import ServiceError
 from ..footprints import Footprint, merge, parse_time
+from . import Found
 
 MIN_SPLIT = dt.timedelta(minutes=1)  # below this a CDSE window is not split again (the cap then truncates)
 MAX_PAGES = 100_000  # a server that keeps answering "next" forever must not hang the search
@@ -77,7 +78,7 @@ def search(query, url, credentials, session, progress, is_cancelled, log, catalo
     results = merge(*found)  # the first collection wins: c1-l2a before the older l2a
     log(f"{catalogue.name}: {len(results)} products match.")
     progress(1.0, f"{catalogue.name}: {len(results)} products")
-    return results
+    return Found(results, *client.matched())
 
 
 class _Client:
@@ -97,6 +98,7 @@ class _Client:
             self.headers["X-API-Key"] = self.api_key
         self.language = None  # CDSE STAC: "cql2-json" or "query", read from the landing page once
         self.body_logged = False
+        self.windows = {}  # collection -> [(stopped early, items: the service's count when it stopped early)]
 
     # ---- one collection ---------------------------------------------------------------------------------
 
@@ -104,6 +106,7 @@ class _Client:
         if self.catalog == "cdse-stac" and self.language is None:
             self.language = self._filter_language()
         tiles = query.tiles if query.tiles and self._tile_per_search() else (None,)
+        self.windows[collection] = []
         found = []
         for i, tile in enumerate(tiles):
             step = scaled(progress, i / len(tiles), (i + 1) / len(tiles))
@@ -134,8 +137,20 @@ class _Client:
             progress(min(fetched / matched, 0.99) if matched else 0.5, f"{self.catalogue.name}: {fetched} items")
             if more and self._enough(query, len(results), fetched, start, end):
                 pages.close()
-                break
+                self.windows[collection].append((True, matched))
+                return results
+        self.windows[collection].append((False, len(results)))
         return results
+
+    def matched(self):
+        """``(capped, matched)`` of the search (see :class:`Found`): windows that stopped early count with the
+        service's number (None when it gives none); collections overlap (c1-l2a and l2a), so the largest wins."""
+        windows = [w for per_collection in self.windows.values() for w in per_collection]
+        if not any(stopped for stopped, _ in windows):
+            return False, None
+        totals = [sum(count for _, count in per_collection) if all(count is not None for _, count in per_collection)
+                  else None for per_collection in self.windows.values()]
+        return True, (None if None in totals else max(totals))
 
     def _enough(self, query, found, fetched, start, end):
         """Stop before the last page: MAX_RESULTS reached, or the page cap of a window too short to split."""
