@@ -70,7 +70,7 @@ bench: deps
 	done
 
 package:
-	@$(SYS_PYTHON) scripts/package.py --dist $(DIST)
+	@$(SYS_PYTHON) scripts/package.py --dist $(DIST) $(if $(REPOSITORY),--repository $(REPOSITORY))
 
 deploy: package
 	@test -n "$(QGIS_PROFILE_DIR)" || { echo "QGIS_PROFILE_DIR is empty" >&2; exit 1; }

@@ -14,10 +14,10 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 
 from ..plugin.engine.errors import Cancelled, S2Error
+from ..plugin.engine.version import help_url
 from .provider import ICON
 
 FAILED, FAILED_COUNT = "FAILED", "FAILED_COUNT"
-HELP_URL = "https://github.com/sentinel2-pipeline/sentinel2_pipeline#algorithms"
 
 
 class Sentinel2Algorithm(QgsProcessingAlgorithm):
@@ -29,8 +29,8 @@ class Sentinel2Algorithm(QgsProcessingAlgorithm):
     def tr(self, text):
         return QCoreApplication.translate(type(self).__name__, text)
 
-    def helpUrl(self):
-        return f"{HELP_URL}-{self.name()}"
+    def helpUrl(self):  # noqa: N802 (QGIS API name)
+        return help_url(f"sentinel2-{self.name()}")  # README anchors: <a id="sentinel2-tiles">
 
     def svgIconPath(self):
         return ICON

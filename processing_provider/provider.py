@@ -1,5 +1,6 @@
 """The ``sentinel2`` Processing provider: it only registers the algorithms."""
 
+import functools
 import os
 
 from qgis.core import QgsProcessingProvider
@@ -9,6 +10,8 @@ from ..plugin.engine.version import plugin_version
 
 ICON = os.path.join(os.path.dirname(__file__), "..", "ui", "icons", "sentinel2.svg")
 MODELS = os.path.join(os.path.dirname(__file__), "..", "models")
+# The shipped models: file name (also the name scripts type: sentinel2:<name>) -> the title the toolbox shows.
+SHIPPED_MODELS = {"search_download_sen2cor": "Search, download and Sen2Cor (Level-1C to Level-2A)"}
 
 
 class Sentinel2Provider(QgsProcessingProvider):
@@ -48,10 +51,39 @@ class Sentinel2Provider(QgsProcessingProvider):
         """The graphical models shipped in models/, listed with the algorithms (and runnable by file)."""
         import glob
 
-        from qgis.core import QgsProcessingModelAlgorithm
-
         for path in sorted(glob.glob(os.path.join(MODELS, "*.model3"))):
-            model = QgsProcessingModelAlgorithm()
+            model = shipped_model_class()()
             if model.fromFile(path):
                 model.setSourceFilePath(path)
                 self.addAlgorithm(model)
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_model_class():
+    """A model read from models/ that the toolbox shows by its title, with the plugin's icon and help page; its
+    name (hence its id) stays the file's, which scripts and the README use. Made on first use: the class
+    derives from a QGIS class that plain imports of this module need not load."""
+    from qgis.core import QgsProcessingModelAlgorithm
+
+    from ..plugin.engine.version import help_url
+
+    class ShippedModel(QgsProcessingModelAlgorithm):
+        def displayName(self):  # noqa: N802 (QGIS API names)
+            return SHIPPED_MODELS.get(self.name(), self.name())
+
+        def helpUrl(self):  # noqa: N802
+            return help_url("shipped-model")
+
+        def svgIconPath(self):  # noqa: N802
+            return ICON
+
+        def icon(self):
+            return QIcon(ICON)
+
+        def createInstance(self):  # noqa: N802
+            copy = ShippedModel()
+            copy.loadVariant(self.toVariant())
+            copy.setSourceFilePath(self.sourceFilePath())
+            return copy
+
+    return ShippedModel

@@ -1,7 +1,7 @@
 """Write models/search_download_sen2cor.model3: search -> download -> sen2cor as one graphical model.
 
 The model is data (a .model3 file users open in the modeler); this script is how it is made, so a change of
-the chain is a reviewed change of code. Run with the Python that has qgis:  python3 scripts/make_model.py
+the chain is a reviewed change of code. Run with the project venv (it has qgis and pytest):  .venv/bin/python scripts/make_model.py
 """
 
 import os
@@ -52,12 +52,30 @@ def build():
     )
     from qgis.PyQt.QtCore import QPointF
 
-    # The name is also the id (sentinel2:search_download_sen2cor): no spaces, so scripts can type it.
-    model = QgsProcessingModelAlgorithm("search_download_sen2cor", "Models", "models")
-    model.setHelpContent({"ALG_DESC": (
-        "Searches the Copernicus Data Space (or the catalogue at Catalogue URL) for Level-1C products over the "
-        "area and dates, downloads them (AUTH: your Copernicus Data Space account) and runs Sen2Cor on them. "
-        "Outputs: the downloaded products folder and the Level-2A products folder.")})
+    # The name is also the id (sentinel2:search_download_sen2cor): no spaces, so scripts can type it. The toolbox
+    # shows the title the provider gives it (processing_provider/provider.py: SHIPPED_MODELS).
+    model = QgsProcessingModelAlgorithm("search_download_sen2cor", "Workflows")
+    model.setHelpContent({
+        "ALG_DESC": (
+            "From an area and dates to Level-2A products in one run: searches the Copernicus Data Space (or the "
+            "catalogue at Catalogue URL) for Level-1C products over the area and dates, downloads them with your "
+            "account, checks and extracts them, and runs Sen2Cor on each. A product that fails is listed in the "
+            "log; the others go on. Runs again over the same folders skip what is already complete."),
+        "ALG_CREATOR": "Sentinel-2 Pipeline",
+        "ALG_HELP_CREATOR": "Sentinel-2 Pipeline",
+        "ALG_VERSION": "1",
+        "area": "The area of interest (a polygon layer; selected features only when there is a selection).",
+        "start": "First sensing date (included).",
+        "end": "Last sensing date (included).",
+        "max_cloud": "Leave out products with more cloud cover than this (%).",
+        "auth": "The QGIS authentication configuration that holds your Copernicus Data Space account (Basic).",
+        "catalogue_url": "Another OData catalogue root (a mirror, a test server); empty: the Copernicus Data Space.",
+        "sen2cor": "The L2A_Process executable; empty: found in PATH, SEN2COR_HOME or the plugin settings.",
+        "downloads": "Where the Level-1C products go (.SAFE folders).",
+        "l2a": "Where the Level-2A products go.",
+        "EXAMPLES": ("qgis_process run sentinel2:search_download_sen2cor -- area=area.geojson start=2023-06-01 "
+                     "end=2023-06-30 max_cloud=30 auth=<id> download:downloads=/data/l1c sen2cor:l2a=/data/l2a"),
+    })
     inputs = [
         QgsProcessingParameterFeatureSource("area", "Area of interest", [QgsProcessing.TypeVectorAnyGeometry]),
         QgsProcessingParameterDateTime("start", "Start date", QgsProcessingParameterDateTime.Date),

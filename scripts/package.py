@@ -121,8 +121,21 @@ def package_files(root=ROOT):
     return files
 
 
-def build(root=ROOT, dist=None):
-    """Write the zip and return its path. Entries are sorted with a fixed timestamp, so builds are repeatable."""
+def with_repository(text, url):
+    """metadata.txt with ``repository``, ``homepage`` and ``tracker`` (``<url>/issues``) set from one URL: the
+    project's home is one setting (a fork or a mirror sets it when packaging)."""
+    url = url.rstrip("/")
+    values = {"repository": url, "homepage": url, "tracker": f"{url}/issues"}
+    lines = []
+    for line in text.splitlines(keepends=True):
+        key = line.split("=", 1)[0].strip()
+        lines.append(f"{key}={values[key]}\n" if "=" in line and key in values else line)
+    return "".join(lines)
+
+
+def build(root=ROOT, dist=None, repository=None):
+    """Write the zip and return its path. Entries are sorted with a fixed timestamp, so builds are repeatable.
+    ``repository``: the project's home URL written into the packaged metadata.txt (default: as it is)."""
     dist = os.path.abspath(dist or os.path.join(root, "dist"))
     os.makedirs(dist, exist_ok=True)
     target = os.path.join(dist, f"{PLUGIN_NAME}-{plugin_version(root)}.zip")
@@ -143,7 +156,10 @@ def build(root=ROOT, dist=None):
             info.external_attr = (0o100000 | mode) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             with open(os.path.join(root, path), "rb") as handle:
-                archive.writestr(info, handle.read())
+                data = handle.read()
+            if path == "metadata.txt" and repository:
+                data = with_repository(data.decode("utf-8"), repository).encode("utf-8")
+            archive.writestr(info, data)
     os.replace(partial, target)
     return target
 
@@ -196,6 +212,11 @@ def check(zip_path):
                     parsed = urllib.parse.urlparse(url)
                     if key in metadata and (url == template or not (parsed.scheme and parsed.netloc)):
                         problems.append(f"metadata.txt: {key} is not a valid URL ({url!r})")
+                home = metadata.get("repository", "").strip().rstrip("/")
+                if (metadata.get("tracker", "").strip(), metadata.get("homepage", "").strip().rstrip("/")) != (
+                        f"{home}/issues", home):
+                    problems.append("metadata.txt: tracker and homepage are not the repository's (<repository>/issues "
+                                    "and <repository>): set all three with --repository")
                 for key in ("experimental", "deprecated", "server"):
                     if metadata.get(key, "false").strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
                         problems.append(f"metadata.txt: {key} is not a boolean")
@@ -216,8 +237,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dist", help="output folder (default: dist/)")
     parser.add_argument("--check-only", metavar="ZIP", help="only check an existing zip")
+    parser.add_argument("--repository", help="the project's home URL for repository, homepage and tracker "
+                                             "(default: metadata.txt's)")
     args = parser.parse_args(argv)
-    path = args.check_only or build(ROOT, args.dist)
+    path = args.check_only or build(ROOT, args.dist, args.repository)
     problems = check(path)
     if problems:
         print(f"{path}: NOT accepted by plugins.qgis.org:", file=sys.stderr)

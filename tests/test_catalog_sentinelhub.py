@@ -255,18 +255,40 @@ def test_an_answer_that_is_not_catalog_json_names_the_url(http_server, session):
     assert "did not answer with Catalog search results; check that URL is the base URL" in str(raised.value)
 
 
-def test_sentinelhub_py_follows_the_environment_proxy(http_server, http_proxy, monkeypatch):  # noqa: F811
+def test_sentinelhub_py_goes_through_the_qgis_proxy(http_server, http_proxy):  # noqa: F811
     replica = SentinelHubReplica(http_server, generate(2, START + dt.timedelta(hours=1)))
-    monkeypatch.setenv("HTTP_PROXY", http_proxy.url)
     qgis_like = http.new_session(proxies={"http": http_proxy.url}, backoff=0.01, retries=1, timeout=5)
 
     results, lines, _ = run(summer(), replica.url, session=qgis_like)
 
     assert len(results) == 2
-    relayed = [r.url for r in http_proxy.requests]
+    relayed = [r.url for r in http_proxy.requests]  # the sign-in and the search, both relayed
     assert any(url.endswith(replica.token_path) for url in relayed) and any("/search" in url for url in relayed)
-    assert any("follows the system proxy (HTTP(S)_PROXY), not the QGIS proxy settings" in line for line in lines)
+    assert any("go through the QGIS proxy" in line for line in lines)
     qgis_like.close()
+
+
+def test_sentinelhub_py_skips_the_qgis_proxy_for_no_proxy_hosts(http_server, http_proxy, monkeypatch):  # noqa: F811
+    replica = SentinelHubReplica(http_server, generate(2, START + dt.timedelta(hours=1)))
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # the environment's proxy must not take over either
+    qgis_like = http.new_session(proxies={"http": http_proxy.url, "no_proxy": "127.0.0.1"}, backoff=0.01,
+                                 retries=1, timeout=5)
+
+    results, _, _ = run(summer(), replica.url, session=qgis_like)
+
+    assert len(results) == 2 and http_proxy.requests == []
+    qgis_like.close()
+
+
+def test_sentinelhub_py_without_a_qgis_proxy_follows_the_environment(http_server, http_proxy, monkeypatch):  # noqa: F811
+    replica = SentinelHubReplica(http_server, generate(2, START + dt.timedelta(hours=1)))
+    monkeypatch.setenv("HTTP_PROXY", http_proxy.url)
+    plain = http.new_session(backoff=0.01, retries=1, timeout=5)
+
+    results, _, _ = run(summer(), replica.url, session=plain)
+
+    assert len(results) == 2 and any("/search" in r.url for r in http_proxy.requests)
+    plain.close()
 
 
 def test_missing_sentinelhub_is_one_sentence_with_the_install_command():

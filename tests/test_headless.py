@@ -203,6 +203,16 @@ def _rezipped(source, target, replace=None, add=None, drop=()):
     return target
 
 
+def test_one_repository_setting_moves_every_link_of_the_package(tmp_path):
+    package = package_script()
+    path = package.build(dist=str(tmp_path), repository="https://git.example.org/team/sentinel2_pipeline/")
+    assert package.check(path) == []
+    with zipfile.ZipFile(path) as archive:
+        metadata = package.read_metadata(archive.read(f"{PLUGIN_NAME}/metadata.txt").decode("utf-8"))
+    home = "https://git.example.org/team/sentinel2_pipeline"
+    assert (metadata["repository"], metadata["homepage"], metadata["tracker"]) == (home, home, f"{home}/issues")
+
+
 @pytest.mark.parametrize("change, problem", [
     ({"drop": (f"{PLUGIN_NAME}/LICENSE",)}, "LICENSE is missing"),
     ({"add": {f"{PLUGIN_NAME}/plugin/__pycache__/plugin.cpython-311.pyc": b"\0"}}, "compiled Python file"),
@@ -212,6 +222,9 @@ def _rezipped(source, target, replace=None, add=None, drop=()):
      "metadata.txt lacks email"),
     ({"replace": {f"{PLUGIN_NAME}/metadata.txt": lambda data: data.replace(b"author=", b"author=a/b ")}},
      "author contains '/'"),
+    ({"replace": {f"{PLUGIN_NAME}/metadata.txt": lambda data: re.sub(rb"homepage=\S+", b"homepage=https://a.example",
+                                                                      data)}},
+     "tracker and homepage are not the repository's"),
 ])
 def test_the_package_check_refuses_what_the_plugin_repository_refuses(release_zip, tmp_path, change, problem):
     package = package_script()

@@ -35,6 +35,15 @@ def test_model_is_listed_with_the_algorithms(qgis_processing):
         assert children == ["sentinel2:download", "sentinel2:search", "sentinel2:sen2cor"]
         assert {p.name() for p in model.parameterDefinitions() if not p.isDestination()} == {
             "area", "start", "end", "max_cloud", "auth", "catalogue_url", "sen2cor"}
+        # The toolbox shows a title, a group and help, not the file name; the id stays what scripts type.
+        assert model.id() == "sentinel2:search_download_sen2cor"
+        assert model.displayName() == "Search, download and Sen2Cor (Level-1C to Level-2A)"
+        assert model.group() == "Workflows"
+        assert "<p>From an area and dates to Level-2A products in one run" in model.shortHelpString()
+        assert all(model.helpContent().get(p.name()) for p in model.parameterDefinitions()
+                   if not p.isDestination())
+        copy = model.create({})
+        assert copy.displayName() == model.displayName() and copy.helpUrl().endswith("#shipped-model")
     finally:
         plugin.unload()
 

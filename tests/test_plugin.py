@@ -143,6 +143,31 @@ def test_init_processing_alone_works_headless():
     assert providers() == []
 
 
+def test_every_help_link_opens_a_section_of_the_readme_at_the_project_home():
+    import configparser
+    import os
+    import re
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    meta = configparser.ConfigParser(interpolation=None)
+    meta.read(os.path.join(root, "metadata.txt"), encoding="utf-8")
+    home = meta.get("general", "repository").rstrip("/")
+    # One home, written once: the tracker and homepage follow the repository.
+    assert meta.get("general", "tracker") == f"{home}/issues" and meta.get("general", "homepage") == home
+    with open(os.path.join(root, "README.md"), encoding="utf-8") as stream:
+        anchors = set(re.findall(r'<a id="([\w-]+)"></a>', stream.read()))
+    plugin = classFactory(None)
+    plugin.initProcessing()
+    try:
+        algorithms = plugin.provider.algorithms()
+        assert len(algorithms) >= 8
+        for algorithm in algorithms:
+            url, _, anchor = algorithm.helpUrl().partition("#")
+            assert url == home and anchor in anchors, (algorithm.id(), algorithm.helpUrl())
+    finally:
+        plugin.unload()
+
+
 def test_a_taken_provider_id_is_handled_without_crash(iface):
     squatter = Sentinel2Provider()
     assert QgsApplication.processingRegistry().addProvider(squatter)

@@ -14,6 +14,7 @@ and secret is kept for the QGIS session and refreshed by sentinelhub-py, so repe
 """
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -41,27 +42,84 @@ def search(query, url, credentials, session, progress, is_cancelled, log, catalo
     arguments = _search_arguments(sh, query)
     log(f"Sentinel Hub Catalog search at {base} (token from {config.sh_token_url}): "
         f"{_describe(arguments, query.level)}")
+    route = _proxy_route(session)
     if getattr(session, "explicit_proxies", None):
-        log("Sentinel Hub: sentinelhub-py connects on its own and follows the system proxy (HTTP(S)_PROXY), "
-            "not the QGIS proxy settings.")
+        log("Sentinel Hub: sentinelhub-py's requests and its sign-in go through the QGIS proxy.")
     catalog_api = sh.SentinelHubCatalog(config=config)
     with _sentinelhub_errors(sh, base, config.sh_token_url):
         # Our login instead of the client's default cache, which is keyed by client id and base URL only
         # (a changed secret or token URL would keep using an old login).
-        catalog_api.client = sh.SentinelHubDownloadClient(config=config, session=_login(sh, config))
+        login = _login(sh, config, route)
+        if route is None:
+            catalog_api.client = sh.SentinelHubDownloadClient(config=config, session=login)
+        else:
+            catalog_api.client = _proxied_classes(sh)[0](config=config, session=login, proxies_for=route)
     iterator = catalog_api.search(_collection(sh, query.level, base), **arguments)  # sends nothing yet
     features = _features(sh, iterator, base, config.sh_token_url, is_cancelled)
     return _collect(features, arguments["limit"], query, progress, log)
 
 
-def _login(sh, config):
-    """A SentinelHubSession per token URL, client id and secret: one login reused across searches, refreshed by
-    sentinelhub-py before the token expires."""
+def _login(sh, config, route=None):
+    """A SentinelHubSession per token URL, client id and secret (and proxy): one login reused across searches,
+    refreshed by sentinelhub-py before the token expires."""
     digest = hashlib.sha256(config.sh_client_secret.encode()).hexdigest()
-    key = (config.sh_token_url, config.sh_client_id, digest)
-    if key not in _LOGINS:
-        _LOGINS[key] = sh.SentinelHubSession(config=config)  # fetches the token now
+    proxies = tuple(sorted(route(config.sh_token_url).items())) if route else ()
+    key = (config.sh_token_url, config.sh_client_id, digest, proxies)
+    if key not in _LOGINS:  # the session fetches its token now
+        _LOGINS[key] = (sh.SentinelHubSession(config=config) if route is None
+                        else _proxied_classes(sh)[1](config=config, proxies_for=route))
     return _LOGINS[key]
+
+
+def _proxy_route(session):
+    """``url -> proxies`` for sentinelhub-py's own requests: the QGIS proxy our session uses (none for hosts in
+    its no_proxy, and then no environment proxy either); None when QGIS sets no proxy (requests' defaults)."""
+    if session is None or not getattr(session, "explicit_proxies", None):
+        return None
+
+    def route(url):
+        return session.proxies_for(url) or {"http": None, "https": None}
+
+    return route
+
+
+@functools.lru_cache(maxsize=1)
+def _proxied_classes(sh):
+    """sentinelhub-py's download client and login session, sending their requests through ``proxies_for(url)``
+    (sentinelhub-py has no proxy setting: it calls ``requests`` directly, which only reads HTTP(S)_PROXY)."""
+    import requests
+    from oauthlib.oauth2 import BackendApplicationClient
+    from requests_oauthlib import OAuth2Session
+    from sentinelhub.download.handlers import fail_user_errors, retry_temporary_errors
+
+    class ProxiedClient(sh.SentinelHubDownloadClient):
+        def __init__(self, *args, proxies_for, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.proxies_for = proxies_for
+
+        def _do_download(self, request):
+            return requests.request(request.request_type.value, url=request.url, json=request.post_values,
+                                    headers=self._prepare_headers(request),
+                                    timeout=self.config.download_timeout_seconds,
+                                    proxies=self.proxies_for(request.url))
+
+    class ProxiedSession(sh.SentinelHubSession):
+        def __init__(self, *args, proxies_for, **kwargs):
+            self.proxies_for = proxies_for  # before the base class signs in
+            super().__init__(*args, **kwargs)
+
+        @retry_temporary_errors
+        @fail_user_errors
+        def _fetch_token(self, request):
+            # The client-credentials sign-in sentinelhub-py makes, through the proxy.
+            with OAuth2Session(client=BackendApplicationClient(client_id=self.config.sh_client_id)) as oauth:
+                oauth.register_compliance_hook("access_token_response", self._compliance_hook)
+                return oauth.fetch_token(token_url=request.url, client_id=self.config.sh_client_id,
+                                         client_secret=self.config.sh_client_secret,
+                                         headers={**self.DEFAULT_HEADERS, **sh.SHConstants.HEADERS},
+                                         include_client_id=True, proxies=self.proxies_for(request.url))
+
+    return ProxiedClient, ProxiedSession
 
 
 def _import_sentinelhub():
