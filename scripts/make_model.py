@@ -1,7 +1,8 @@
 """Write models/search_download_sen2cor.model3: search -> download -> sen2cor as one graphical model.
 
 The model is data (a .model3 file users open in the modeler); this script is how it is made, so a change of
-the chain is a reviewed change of code. Run with the project venv (it has qgis and pytest):  .venv/bin/python scripts/make_model.py
+the chain is a reviewed change of code. Run with the project venv (it has qgis and pytest):
+    .venv/bin/python scripts/make_model.py
 """
 
 import os
