@@ -234,6 +234,11 @@ class TestServer(_Base):
             self.routes.append(route)
         return route
 
+    def unroute(self, route):
+        """Forget a registration (a test's change to a server other tests share)."""
+        with self._lock:
+            self.routes.remove(route)
+
     def requests_to(self, path, method=None):
         return [r for r in self.requests if r.path == path and (method is None or r.method == method)]
 

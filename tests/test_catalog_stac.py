@@ -106,6 +106,57 @@ def test_geodes_fixture_item_maps_online_checksum_and_size():
     assert footprint.geometry == item["geometry"]
 
 
+def service_fixture(name):
+    with open(os.path.join(replica.SERVICE_FIXTURES, name), encoding="utf-8") as stream:
+        return json.load(stream)
+
+
+def test_real_theia_items_give_the_versioned_product_name_and_the_acquisition_time():
+    items = service_fixture("geodes_theia_l2a_items_T31TCH_202001.json")["features"]
+    footprints = [stac.item_footprint(item, "geodes", "L2A") for item in items]
+    # identifier says '..._T31TCH_C'; the product (folder, zip) is '..._T31TCH_C_V4-0'
+    assert [f.name for f in footprints] == ["SENTINEL2B_20200106-105907-758_L2A_T31TCH_C_V4-0",
+                                            "SENTINEL2A_20200108-104910-179_L2A_T31TCH_C_V4-0",
+                                            "SENTINEL2A_20200118-104909-598_L2A_T31TCH_C_V4-0"]
+    first = footprints[0]
+    assert first.sensing_start == dt.datetime(2020, 1, 6, 10, 59, 7, 758000, tzinfo=UTC)  # not 2025's publication
+    assert (first.platform, first.tile_id, first.relative_orbit, first.level) == ("S2B", "31TCH", 51, "L2A")
+    assert [f.relative_orbit for f in footprints] == [51, 8, 8] and [f.cloud_cover for f in footprints] == [0, 26, 84]
+    assert first.online is True and first.size_bytes == 2156675448
+    assert first.checksum == "MD5:a18fe21fae17a026b81c8e4e5fd3af48"
+    assert first.download_url.endswith("/files/a18fe21fae17a026b81c8e4e5fd3af48")
+    assert "/api/quicklook/" in first.extra["quicklook"]
+
+
+def test_real_theia_names_let_maja_keep_the_newest_version_of_a_date():
+    from sentinel2_pipeline.plugin.engine import maja
+
+    item = service_fixture("geodes_theia_l2a_items_T31TCH_202001.json")["features"][0]
+    older = json.loads(json.dumps(item).replace("_C_V4-0", "_C_V3-1").replace(item["id"], "URN:older"))
+    kept = maja._newest_versions([stac.item_footprint(i, "geodes", "L2A") for i in (older, item)], lambda _: None)
+    assert [f.name for f in kept] == ["SENTINEL2B_20200106-105907-758_L2A_T31TCH_C_V4-0"]
+
+
+@pytest.mark.parametrize("name, level, tile, orbit, md5", [
+    ("S2A_MSIL2A_20220217T183431_N0510_R027_T13VEK_20240516T022440", "L2A", "13VEK", 27,
+     "3ae2f90d5e19911094dafdc192fe86ad"),
+    ("S2A_MSIL1C_20240116T000741_N0510_R130_T51CVP_20240116T010505", "L1C", "51CVP", 130,
+     "9cd16654f41f4f7161ed82dd6a72b9b8"),
+])
+def test_real_cdse_stac_items_map_to_the_schema(name, level, tile, orbit, md5):
+    item = service_fixture(f"cdse_stac_item_{name}.json")
+    for given in (level, ""):  # the collection's level, or the item's own fields ('L2', 'S2MSI2A')
+        footprint = stac.item_footprint(item, "cdse-stac", given)
+        assert (footprint.name, footprint.level, footprint.tile_id) == (name, level, tile)
+        assert (footprint.platform, footprint.relative_orbit, footprint.orbit_direction) == ("S2A", orbit,
+                                                                                             "DESCENDING")
+        # 'd50110' + 32 hex digits: a multihash of MD5 (code 0xd5, 16 bytes)
+        assert footprint.checksum == f"MD5:{md5}"
+        assert footprint.size_bytes == item["assets"]["Product"]["file:size"]
+        assert footprint.download_url == item["assets"]["Product"]["href"]
+        assert footprint.cloud_cover == item["properties"]["eo:cloud_cover"]
+
+
 def test_checksum_is_kept_only_for_a_whole_product_asset():
     item = replica.earth_search_item(replica.products(1, level="L2A")[0], "sentinel-2-c1-l2a")
     sha = "1220" + "ab" * 32

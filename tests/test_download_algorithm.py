@@ -150,10 +150,13 @@ def test_selected_footprints_are_downloaded_extracted_and_rerun_skips(provider, 
 def test_a_corrupt_product_is_one_failed_line_and_the_others_arrive(provider, env, authcfg, products, tmp_path):
     replica, _ = env
     damaged, body = products[0]
-    replica.route(odata.value_path(damaged), body=body[:-10] + b"0123456789")  # same size, other MD5
+    corrupt = replica.route(odata.value_path(damaged), body=body[:-10] + b"0123456789")  # same size, other MD5
     log = Log()
-    result = _run("sentinel2:download", {"INPUT": _search(replica), "SOURCE": "cdse", "AUTH": authcfg,
-                                         "UNZIP": False, "OUTPUT_FOLDER": str(tmp_path)}, log)
+    try:
+        result = _run("sentinel2:download", {"INPUT": _search(replica), "SOURCE": "cdse", "AUTH": authcfg,
+                                             "UNZIP": False, "OUTPUT_FOLDER": str(tmp_path)}, log)
+    finally:
+        replica.unroute(corrupt)
     assert (result["DOWNLOADED"], result["FAILED_COUNT"]) == (2, 1)
     [line] = result["FAILED"].splitlines()
     assert line.startswith(damaged["Name"][:-5] + ": ") and "MD5" in line, line

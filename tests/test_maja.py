@@ -234,7 +234,7 @@ def test_geodes_products_on_tape_are_reported_without_a_request(http_server, tmp
     replica.StacReplica(items, flavour="geodes").install(http_server, "/api/stac")
     monkeypatch.setenv(maja.GEODES_URL_VARIABLE, http_server.url("/api/stac"))
     result, lines = fetch(tmp_path)
-    on_tape = items[1]["properties"]["identifier"]
+    on_tape = replica.geodes_name(items[1])
     assert result.offline == [on_tape] and "on tape" in result.failed[on_tape]
     assert not http_server.requests_to(routes[on_tape].path) and len(result.products) == 2
     assert result.dates == [dt.date(2023, 6, 1), dt.date(2023, 6, 6), dt.date(2023, 6, 11)]  # GEODES has it
@@ -269,7 +269,7 @@ def test_api_key_goes_to_geodes_only_not_to_a_redirect_target(http_server, tmp_p
     """GEODES may redirect a download to an object store: the key must not follow."""
     with TestServer() as store:
         items, routes = replica.theia_downloads(http_server, theia_products(1), KEY, str(tmp_path / "served"))
-        route = routes[items[0]["properties"]["identifier"]]
+        route = routes[replica.geodes_name(items[0])]
         zipped = route.handler(type("R", (), {"headers": {"X-API-Key": KEY}})())[2]
         store.route("/bucket/product.zip", body=zipped)
         http_server.route(route.path, handler=lambda request: (302, {"Location": store.url("/bucket/product.zip")},

@@ -1,8 +1,9 @@
 """A local STAC API replica for tests and the demo: Earth Search, CDSE STAC and GEODES styles of search.
 
 Items are generated in the real shape of the services' answers: the real items in ``../shared/fixtures`` are the
-templates when that folder exists; otherwise small embedded templates built from them are used (the demo runs
-without ``../shared``). Each generated item gets its own id, product name, tile outline, date, platform, cloud
+Earth Search and PEPS templates when that folder exists (otherwise small embedded templates built from them: the
+demo runs without ``../shared``); CDSE STAC items and THEIA L2A items come from the real ones the project keeps in
+``tests/fixtures/services``. Each generated item gets its own id, product name, tile outline, date, platform, cloud
 cover and asset URLs, consistent with each other the way the services make them.
 
 Serving, per flavour (``StacReplica(items, flavour=...)``), on a :class:`servers.TestServer`:
@@ -38,6 +39,8 @@ import uuid
 
 GEODES_MAX_LIMIT = 80
 FIXTURES = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "fixtures"))
+# Real responses the project keeps (see its README): always present.
+SERVICE_FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "services")
 EARTH_SEARCH_ROOT = "https://earth-search.aws.element84.com/v1"
 CONFORMANCE = {
     "earth-search": ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/item-search",
@@ -227,16 +230,21 @@ def _path_replacements(item, product):
 
 
 def geodes_item(product, collection="PEPS_S2_L1C"):
-    """A GEODES item for ``product`` in the shape of the PEPS_S2_L1C fixture. THEIA L2A items are assumed to share
-    it (no real one was seen), with a THEIA product name."""
-    item = template("geodes")
+    """A GEODES item for ``product``: PEPS L1C in the shape of the PEPS_S2_L1C fixture, THEIA L2A in the shape of
+    the real THEIA items (tests/fixtures/services): ``identifier`` without the version, the zip titled with it."""
+    if product.level == "L1C":
+        item, name = template("geodes"), product.name
+    else:
+        item, name = theia_template(), _theia_name(product)
+    identifier = name.rsplit("_V", 1)[0] if product.level == "L2A" else name
     urn = f"URN:FEATURE:DATA:gdh:{uuid.uuid5(uuid.NAMESPACE_URL, product.name)}:V1"
-    name = product.name if product.level == "L1C" else _theia_name(product)
     props = item["properties"]
-    old_name, old_md5 = props["identifier"], _product_md5(item)
-    item = _replace_text(item, [(item["id"], urn), (old_name, name), (old_md5, product.md5)])
+    old_identifier, old_md5 = props["identifier"], _product_md5(item)
+    old_name = geodes_name(item)
+    # The whole product name first (it starts with the identifier), then the identifier alone.
+    item = _replace_text(item, [(item["id"], urn), (old_name, name), (old_identifier, identifier),
+                                (old_md5, product.md5)])
     when = product.sensing.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    zone, band, square = product.tile_parts()
     item["properties"].update({
         # the tile code lost its 'T' on 2024-09-25: generate both forms
         "grid:code": ("T" if product.sensing < dt.datetime(2024, 9, 25, tzinfo=dt.timezone.utc) else "") + product.tile,
@@ -253,6 +261,17 @@ def geodes_item(product, collection="PEPS_S2_L1C"):
     return item
 
 
+def geodes_name(item):
+    """The product name of a GEODES item: its zip's (a THEIA ``identifier`` lacks the version)."""
+    return next(a["title"][:-len(".zip")] for a in item["assets"].values() if "zip" in a.get("type", ""))
+
+
+def theia_template():
+    """The first real THEIA L2A item of tests/fixtures/services (a copy)."""
+    with open(os.path.join(SERVICE_FIXTURES, "geodes_theia_l2a_items_T31TCH_202001.json"), encoding="utf-8") as stream:
+        return json.load(stream)["features"][0]
+
+
 def _theia_name(product):
     return (f"SENTINEL2{product.platform[-1]}_{product.sensing:%Y%m%d-%H%M%S}-000_L2A_T{product.tile}_C_V3-1")
 
@@ -266,17 +285,32 @@ def _product_md5(item):
 
 
 def cdse_item(product, collection="sentinel-2-l1c"):
-    """A CDSE STAC item. Its shape is assumed (no real one is in the fixtures): Earth Search's fields with the
-    product name as id, the sat extension's orbit fields and a zipped 'Product' asset with size and MD5."""
-    item = earth_search_item(product, collection, root="https://stac.dataspace.copernicus.eu/v1")
-    item = _replace_text(item, [(item["id"], product.name)])
-    item["properties"].update({"sat:relative_orbit": product.orbit, "sat:orbit_state": "descending"})
-    product_id = uuid.uuid5(uuid.NAMESPACE_URL, product.name)
-    item["assets"]["Product"] = {
-        "href": f"https://download.dataspace.copernicus.eu/odata/v1/Products({product_id})/$value",
-        "type": "application/zip", "title": "Zipped product", "roles": ["data", "metadata", "archive"],
-        "file:size": product.size, "file:checksum": "d50110" + product.md5}
+    """A CDSE STAC item for ``product`` in the shape of the real item of its level (tests/fixtures/services): the
+    ESA name as id, band assets on s3://eodata with https alternates, a 'Product' zip with a multihash MD5."""
+    level = "L2A" if product.level == "L2A" else "L1C"
+    item = cdse_template(level)
+    old_id = item["id"]
+    old_uuid = re.search(r"Products\(([0-9a-f-]{36})\)", item["assets"]["Product"]["href"]).group(1)
+    product_id = str(uuid.uuid5(uuid.NAMESPACE_URL, product.name))
+    old_tile = item["properties"]["grid:code"][len("MGRS-"):]
+    item = _replace_text(item, [(old_id, product.name), (old_uuid, product_id), (f"T{old_tile}", f"T{product.tile}"),
+                                (f"MGRS-{old_tile}", f"MGRS-{product.tile}")])
+    when = product.sensing.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "000Z"
+    item["properties"].update({
+        "datetime": when, "start_datetime": when, "end_datetime": when, "eo:cloud_cover": product.cloud,
+        "platform": f"sentinel-2{product.platform[-1].lower()}", "sat:relative_orbit": product.orbit,
+        "sat:orbit_state": "descending"})
+    item["assets"]["Product"].update({"file:size": product.size, "file:checksum": "d50110" + product.md5})
+    item["collection"] = collection
+    _place(item, product)
     return item
+
+
+def cdse_template(level):
+    names = {"L1C": "S2A_MSIL1C_20240116T000741_N0510_R130_T51CVP_20240116T010505",
+             "L2A": "S2A_MSIL2A_20220217T183431_N0510_R027_T13VEK_20240516T022440"}
+    with open(os.path.join(SERVICE_FIXTURES, f"cdse_stac_item_{names[level]}.json"), encoding="utf-8") as stream:
+        return json.load(stream)
 
 
 def _place(item, product):
@@ -429,11 +463,11 @@ def theia_downloads(server, products, api_key, folder, pixels=12, offline=()):
     items, routes = [], {}
     for index, product in enumerate(products):
         item = geodes_item(product, THEIA_COLLECTION)
-        name = item["properties"]["identifier"]
+        name = geodes_name(item)
+        asset = next(a for a in item["assets"].values() if "zip" in a.get("type", ""))
         body = muscate.zip_product(muscate.write_product(folder, name, pixels))
         md5 = hashlib.md5(body).hexdigest()
         path = f"/api/download/{item['id']}/files/{md5}"
-        asset = next(a for a in item["assets"].values() if "zip" in a.get("type", ""))
         asset.update(href=server.url(path),
                      description=_geodes_description(len(body), index not in offline, "RAWDATA", md5))
         routes[name] = server.route(path, handler=_keyed(body, api_key))

@@ -404,7 +404,7 @@ def item_footprint(item, provider, level=""):
     product = _product_asset(assets)
     described = _described(product)
     return Footprint(
-        id=str(item.get("id")), name=_product_name(item, props), provider=provider,
+        id=str(item.get("id")), name=_product_name(item, props, product), provider=provider,
         geometry=item.get("geometry"), sensing_start=parse_time(when),
         platform=_platform(props.get("platform")), level=level or _level(props), tile_id=_tile_id(props),
         relative_orbit=_integer(props.get("sat:relative_orbit")),
@@ -417,12 +417,17 @@ def item_footprint(item, provider, level=""):
     )
 
 
-def _product_name(item, props):
-    """The ESA product name: Earth Search and CDSE's ``s2:product_uri``, GEODES' ``identifier``, else the id."""
-    for key in ("s2:product_uri", "identifier"):
-        if props.get(key):
-            return str(props[key])
-    return str(item.get("id"))
+def _product_name(item, props, product=None):
+    """The product's own name: Earth Search's ``s2:product_uri``; at GEODES the zip's name, which THEIA items
+    state only there (``identifier`` lacks the version: ``…_L2A_T31TCH_C`` for the ``…_C_V4-0`` product, see
+    tests/fixtures/services), else ``identifier``; else the id (CDSE STAC: the ESA name)."""
+    if props.get("s2:product_uri"):
+        return str(props["s2:product_uri"])
+    identifier = str(props.get("identifier") or "")
+    title = str((product or {}).get("title") or "")
+    if identifier and title.lower().endswith(".zip") and title.startswith(identifier):
+        return title[:-len(".zip")]
+    return identifier or str(item.get("id"))
 
 
 def _platform(value):
