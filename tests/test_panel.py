@@ -259,6 +259,45 @@ def test_a_search_stopped_at_max_results_says_how_many_match(dock, monkeypatch):
     assert dock.summary.text().startswith(f"2 of {total:,} products, ")
 
 
+def test_the_acquisition_chart_shows_every_product_and_shares_the_selection(dock):
+    from qgis.PyQt.QtCore import QPoint, Qt
+    from qgis.PyQt.QtTest import QTest
+
+    layer = search(dock)
+    chart = dock.chart
+    dock.show()
+    features = sorted(layer.getFeatures(), key=lambda f: f["sensing_start"])
+    assert len(chart.marks) == len(features) >= 3
+    points = [chart.point_of(f.id()) for f in features]
+    assert [p.x() for p in points] == sorted(p.x() for p in points)  # date across
+    # cloud up: the cloudiest product is drawn highest
+    assert min(points, key=lambda p: p.y()) == chart.point_of(max(features, key=lambda f: f["cloud_cover"]).id())
+
+    QTest.mouseClick(chart, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, points[0])
+    assert layer.selectedFeatureIds() == [features[0].id()] == selected_fids_in_table(dock)
+    assert chart.selected == {features[0].id()}
+    QTest.mouseClick(chart, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.ControlModifier, points[1])
+    assert sorted(layer.selectedFeatureIds()) == sorted([features[0].id(), features[1].id()])
+    assert selected_fids_in_table(dock) == sorted(layer.selectedFeatureIds())
+
+    # A rectangle over the whole plot selects everything; the table and the map follow.
+    QTest.mousePress(chart, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(1, 1))
+    QTest.mouseMove(chart, QPoint(chart.width() - 1, chart.height() - 1))
+    QTest.mouseRelease(chart, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                       QPoint(chart.width() - 1, chart.height() - 1))
+    assert sorted(layer.selectedFeatureIds()) == sorted(f.id() for f in features)
+    # The other way: a table selection shows on the chart.
+    select_rows(dock, [0])
+    assert chart.selected == set(layer.selectedFeatureIds()) and len(chart.selected) == 1
+
+    # Colours by tile or by orbit; the filter applies to the chart too.
+    dock.chart_colour.setCurrentText("orbit")
+    assert chart.keys() == sorted({str(f["relative_orbit"]) for f in features}, key=lambda k: (len(k), k))
+    dock.filter_column.setCurrentIndex(dock.filter_column.findData(COLUMN["name"]))
+    dock.filter_text.setText(features[0]["name"])
+    assert [m.fid for m in chart.marks] == [features[0].id()]
+
+
 def test_search_with_a_layer_uses_its_selected_features(dock, project):
     from qgis.core import QgsFeature, QgsVectorLayer
 

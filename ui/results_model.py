@@ -11,7 +11,7 @@ from qgis.PyQt.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyM
 # (field of the footprints schema, header)
 COLUMNS = [("name", "Name"), ("sensing_start", "Date"), ("tile_id", "Tile"), ("cloud_cover", "Cloud %"),
            ("size_bytes", "MB"), ("online", "Online")]
-FIELDS = [field for field, _ in COLUMNS] + ["id", "provider", "level"]
+FIELDS = [field for field, _ in COLUMNS] + ["id", "provider", "level", "relative_orbit"]  # orbit: the chart
 SORT_ROLE = Qt.ItemDataRole.UserRole  # raw values, so dates and numbers sort as such
 FID_ROLE = Qt.ItemDataRole.UserRole + 1
 NUMBER_ROLE = Qt.ItemDataRole.UserRole + 2  # what numeric filters (< 20) compare: cloud %, size in MB

@@ -37,6 +37,7 @@ from qgis.PyQt.QtWidgets import (
 
 from ..plugin import settings, tasks
 from ..plugin.plugin import RESULTS_GROUP as GROUP
+from .acquisitions_chart import AcquisitionChart
 from .pipeline_box import CHAIN, DOWNLOAD, MOSAIC, PipelineBox, account_catalog, download_errors
 from .quicklook import QuicklookLoader, key_of
 from .results_model import COLUMNS, FID_ROLE, FootprintsFilter, FootprintsModel
@@ -88,6 +89,7 @@ class SearchDock(QgsDockWidget):
         layout.addLayout(self._filter_row())
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self._table())
+        splitter.addWidget(self._chart())
         self.quicklook = QLabel("Select one product to see its quicklook.")
         self.quicklook.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.quicklook.setMinimumHeight(QUICKLOOK_SIZE // 2)
@@ -115,6 +117,38 @@ class SearchDock(QgsDockWidget):
         row.addWidget(self.filter_column)
         row.addWidget(self.filter_text, 1)
         return row
+
+    def _chart(self):
+        box = QWidget()
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Acquisitions, coloured by"))
+        self.chart_colour = QComboBox()
+        self.chart_colour.addItems(["tile", "orbit"])
+        row.addWidget(self.chart_colour)
+        row.addStretch(1)
+        layout.addLayout(row)
+        self.chart = AcquisitionChart()
+        self.chart.selectionRequested.connect(self._chart_selection_requested)
+        self.chart_colour.currentTextChanged.connect(self.chart.set_colour_by)
+        layout.addWidget(self.chart, 1)
+        return box
+
+    def _chart_rows(self):
+        """The rows the table shows (the filter applies to the chart too)."""
+        rows = []
+        for proxy_row in range(self.proxy.rowCount()):
+            source = self.proxy.mapToSource(self.proxy.index(proxy_row, 0))
+            rows.append(self.model.rows[source.row()])
+        return rows
+
+    def _chart_selection_requested(self, fids, add):
+        if self.layer is None:
+            return
+        if add:  # Ctrl: toggle these products in the selection
+            fids = set(self.layer.selectedFeatureIds()) ^ set(fids)
+        self.layer.selectByIds(list(fids))  # the layer's selectionChanged updates the table and the chart
 
     def _table(self):
         self.model = FootprintsModel(self)
@@ -194,6 +228,7 @@ class SearchDock(QgsDockWidget):
         self.layer = layer
         self.matched = matched
         self.model.set_features(layer.getFeatures())
+        self.chart.set_rows(self._chart_rows())
         layer.selectionChanged.connect(self._layer_selection_changed)
         self._show_summary()
         self._layer_selection_changed()
@@ -203,6 +238,8 @@ class SearchDock(QgsDockWidget):
             self.layer.selectionChanged.disconnect(self._layer_selection_changed)
         self.layer = None
         self.model.set_features([])
+        self.chart.set_rows([])
+        self.chart.set_selected([])
         self.summary.setText("No search yet.")
         self._show_quicklook_text("Select one product to see its quicklook.")
 
@@ -232,6 +269,7 @@ class SearchDock(QgsDockWidget):
             self.layer.selectByIds(fids)
         finally:
             self._syncing = False
+        self.chart.set_selected(self.layer.selectedFeatureIds())
         self._update_quicklook()
 
     def _layer_selection_changed(self, *_):
@@ -251,6 +289,7 @@ class SearchDock(QgsDockWidget):
             self._syncing = False
         if not selection.isEmpty():
             self.table.scrollTo(selection.indexes()[0])
+        self.chart.set_selected(self.layer.selectedFeatureIds())
         self._update_quicklook()
 
     def _filter_changed(self, *_):
@@ -260,6 +299,7 @@ class SearchDock(QgsDockWidget):
             self.proxy.set_filter(self.filter_text.text(), self.filter_column.currentData())
         finally:
             self._syncing = False
+        self.chart.set_rows(self._chart_rows())
         self._layer_selection_changed()
 
     def _zoom_to_row(self, index):

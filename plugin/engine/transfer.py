@@ -7,8 +7,8 @@ What :func:`download_all` does for a batch of :class:`Transfer` jobs:
 - resumes a ``.part`` left by a drop, a cancel or a killed process with ``Range: bytes=N-``, accepting only a 206
   whose Content-Range starts at N; a server that ignores Range (200) is restarted cleanly from byte 0;
 - verifies the checksum (MD5, SHA256, SHA3-256 with hashlib; BLAKE3 when the ``blake3`` package is installed)
-  or else the size, hashing while writing so a big file is not read twice; a bad copy is deleted and downloaded
-  again a few times before the product fails;
+  or else the size, hashing while writing (in a thread of its own, so hashing overlaps reading and writing) so a
+  big file is not read twice; a bad copy is deleted and downloaded again a few times before the product fails;
 - retries dropped bodies, 429 and 5xx with backoff (honouring Retry-After), on top of the session's own
   retries of whole requests; on 401 it calls ``on_unauthorized()`` (the CDSE source refreshes its token) and
   resumes;
@@ -380,6 +380,13 @@ class _Job:
 
     def run(self):
         try:
+            return self._run()
+        finally:
+            if self.hasher is not None:
+                self.hasher.close()
+
+    def _run(self):
+        try:
             if self._already_complete():
                 return Outcome(self.t, SKIPPED)
             self._download()
@@ -399,14 +406,14 @@ class _Job:
         if not algorithm:
             return None
         if algorithm != "BLAKE3":
-            return hashlib.new(_HASHLIB_NAMES[algorithm])
+            return _BackgroundHash(hashlib.new(_HASHLIB_NAMES[algorithm]))
         try:
             import blake3
         except ImportError:
             self.batch.log_once("blake3", "BLAKE3 checksums cannot be checked without the Python package 'blake3'; "
                                           "those products are verified by size only.")
             return None
-        return blake3.blake3()
+        return _BackgroundHash(blake3.blake3())
 
     # -- skip --------------------------------------------------------------------------------------------
 
@@ -615,6 +622,8 @@ class _Job:
         return None
 
     def _reset_hash(self):
+        if self.hasher is not None:
+            self.hasher.close()
         self.hasher = self._new_hasher()
         self.hashed = 0
 
@@ -634,6 +643,40 @@ class _Job:
         digest = self.hasher.hexdigest()
         self._reset_hash()
         return digest
+
+
+class _BackgroundHash:
+    """A hash object fed from a thread of its own: ``update`` queues the block and returns, so hashing (hashlib and
+    blake3 release the GIL on large blocks) runs on another core while the next block is read and written. At most
+    QUEUED blocks wait (bounded memory); ``hexdigest`` waits for the queue to drain."""
+
+    QUEUED = 16
+
+    def __init__(self, hasher):
+        self._hasher = hasher
+        self._blocks = queue.Queue(maxsize=self.QUEUED)
+        self._digest = None
+        self._thread = threading.Thread(target=self._run, name="sentinel2-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        for block in iter(self._blocks.get, None):
+            self._hasher.update(block)
+
+    def update(self, block):
+        self._blocks.put(bytes(block) if isinstance(block, memoryview) else block)
+
+    def hexdigest(self):
+        if self._digest is None:
+            self.close()
+            self._digest = self._hasher.hexdigest()
+        return self._digest
+
+    def close(self):
+        """End the thread once the queued blocks are hashed (idempotent)."""
+        if self._thread.is_alive():
+            self._blocks.put(None)
+            self._thread.join()
 
 
 # ---- small helpers -----------------------------------------------------------------------------------------
