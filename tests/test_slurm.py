@@ -284,7 +284,7 @@ def test_the_algorithms_own_reason_comes_first_then_the_last_lines(tmp_path):
     job.job_id = "9"
     task_log(job, 0, """\
         S2A_MSIL1C_one: FAILED: Sen2Cor exited with code 1 on S2A_MSIL1C_one; last log lines: boom.
-        ERROR:\tS2A_MSIL1C_one: Sen2Cor exited with code 1 on S2A_MSIL1C_one; last log lines: boom.
+        WARNING:\tS2A_MSIL1C_one: Sen2Cor exited with code 1 on S2A_MSIL1C_one; last log lines: boom.
         Sen2Cor failed on every product (1); first: ...
         """)
     assert slurm.failure(job, 0, "S2A_MSIL1C_one", slurm.TaskState("FAILED", "1:0")) == (

@@ -179,8 +179,8 @@ def test_a_task_over_its_memory_limit_is_killed_and_said(qgis_process, slurm_clu
         folder, out, EXECUTOR="slurm", SLURM_OPTIONS="--mem=20M"), json_output=False)
     assert result.returncode != 0 and "Traceback" not in result.output
     job_id = re.search(r"SLURM job (\d+) submitted", result.output).group(1)
-    assert (f"Sen2Cor failed on every product (1); first: SLURM task 0 of job {job_id} was killed by the scheduler "
-            f"(memory limit") in result.output
+    assert (f"Sen2Cor failed on every product (1); first: {l1c_name('T34UDD')[:-5]}: SLURM task 0 of job {job_id} was "
+            f"killed by the scheduler (memory limit") in result.output
     assert "exceeded memory limit" in result.output  # slurmstepd's own words
 
 

@@ -488,9 +488,10 @@ def scheduler_kill(detail, lines):
 
 
 def own_reason(lines, name):
-    """The reason the algorithm gave for ``name`` in the task's log (qgis_process prints ``ERROR:<tab>name: ...``
-    for it; the engine's ``name: FAILED: ...`` line otherwise), or None."""
-    pattern = re.compile(rf"^(ERROR:\s*)?{re.escape(name)}(\.SAFE)?: (?:FAILED: )?(.+)$")
+    """The reason the algorithm gave for ``name`` in the task's log (qgis_process prints the FAILED line as
+    ``WARNING:<tab>name: ...``, a failure of the whole run as ``ERROR:<tab>...``; the engine's ``name: FAILED: ...``
+    line otherwise), or None."""
+    pattern = re.compile(rf"^((?:ERROR|WARNING):\s*)?{re.escape(name)}(\.SAFE)?: (?:FAILED: )?(.+)$")
     matches = [m for m in map(pattern.match, lines) if m]
     best = [m for m in matches if m.group(1)] or matches
     return best[-1].group(3).strip() if best else None
