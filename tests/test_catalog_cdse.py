@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import re
 import socket
+import sys
 
 import pytest
 from conftest import tracked_session
@@ -83,7 +84,12 @@ def assert_one_sentence(message):
 
 # ---- parsing the real responses ------------------------------------------------------------------------
 
-def test_parses_the_real_search_fixture():
+@pytest.fixture
+def without_blake3(monkeypatch):
+    monkeypatch.setitem(sys.modules, "blake3", None)  # a QGIS whose Python lacks the package
+
+
+def test_parses_the_real_search_fixture(without_blake3):
     with open(SEARCH_FIXTURE, encoding="utf-8") as stream:
         document = json.load(stream)
     first, second = (cdse.parse_product(p) for p in document["value"])
@@ -107,7 +113,7 @@ def test_parses_the_real_search_fixture():
     assert len(second.geometry["coordinates"][0]) == 39
 
 
-def test_parses_the_single_product_of_the_docs_from_its_wkt_footprint():
+def test_parses_the_single_product_of_the_docs_from_its_wkt_footprint(without_blake3):
     # The docs shorten GeoFootprint to "[...]" and cut the document after it: without it the parser falls
     # back to the EWKT Footprint.
     with open(SINGLE_FIXTURE, encoding="utf-8") as stream:
@@ -134,6 +140,15 @@ def test_unknown_size_and_missing_checksums():
     assert footprint.download_url == f"http://mirror.example/odata/v1/Products({product['Id']})/$value"
     product["Checksum"] = []
     assert cdse.parse_product(product).checksum == ""
+
+
+def test_blake3_is_preferred_when_the_package_can_check_it(without_blake3, monkeypatch):
+    with open(SEARCH_FIXTURE, encoding="utf-8") as stream:
+        product = json.load(stream)["value"][0]
+    listed = {c["Algorithm"]: c["Value"] for c in product["Checksum"]}
+    assert cdse.parse_product(product).checksum == "MD5:" + listed["MD5"]
+    monkeypatch.delitem(sys.modules, "blake3")
+    assert cdse.parse_product(product).checksum == "BLAKE3:" + listed["BLAKE3"]
 
 
 def test_replays_the_real_response_and_stops_at_max_results(http_server):

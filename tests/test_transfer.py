@@ -420,20 +420,27 @@ def test_not_enough_disk_space_is_one_sentence_before_any_request(server, tmp_pa
     transfer.check_free_space(str(tmp_path), 1)
 
 
-def test_blake3_checksum_is_verified_or_falls_back_to_size_once(server, tmp_path):
+def test_blake3_checksum_is_verified_with_the_package(server, tmp_path):
+    import blake3  # a dev requirement: the accelerated route is tested, not skipped
+    body = payload(200_000)
+    server.route("/good.zip", body)
+    server.route("/bad.zip", body)
+    good = "BLAKE3:" + blake3.blake3(body).hexdigest()
+    report, _ = run([Transfer(server.url("/good.zip"), tmp_path / "good.zip", len(body), good),
+                     Transfer(server.url("/bad.zip"), tmp_path / "bad.zip", len(body), "BLAKE3:" + "0" * 64)])
+    assert [o.status for o in report.outcomes] == ["downloaded", "failed"]
+    assert (tmp_path / "good.zip").read_bytes() == body and not (tmp_path / "bad.zip").exists()
+
+
+def test_blake3_checksum_without_the_package_falls_back_to_size_once(server, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "blake3", None)  # what a QGIS without the package sees: ImportError
     body = payload(200_000)
     server.route("/a.zip", body)
     server.route("/b.zip", body)
     wrong = "BLAKE3:" + "0" * 64
-    jobs = [Transfer(server.url(f"/{n}.zip"), tmp_path / f"{n}.zip", len(body), wrong) for n in ("a", "b")]
-    report, logs = run(jobs)
-    try:
-        import blake3  # noqa: F401
-    except ImportError:  # size only, said once for the batch
-        assert [o.status for o in report.outcomes] == ["downloaded"] * 2
-        assert sum("BLAKE3 checksums cannot be checked" in line for line in logs) == 1
-    else:
-        assert [o.status for o in report.outcomes] == ["failed"] * 2
+    report, logs = run([Transfer(server.url(f"/{n}.zip"), tmp_path / f"{n}.zip", len(body), wrong) for n in "ab"])
+    assert [o.status for o in report.outcomes] == ["downloaded"] * 2
+    assert sum("BLAKE3 checksums cannot be checked" in line for line in logs) == 1
 
 
 def test_checksum_format_is_validated():

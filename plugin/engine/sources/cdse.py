@@ -10,7 +10,7 @@ bearer token from the identity service (reference notes §1.2-1.5).
 - Footprints that do not carry an OData ``$value`` link (Sentinel Hub, Earth Search, DHuS...) are looked up by
   product name in the OData catalogue first; offline products are reported without a request (the Data Space
   cannot restore them through OData).
-- The catalogue's MD5 is verified (BLAKE3 when that is all it gives and the package is installed); the size is
+- The catalogue's BLAKE3 is verified when the ``blake3`` package is installed, its MD5 otherwise; the size is
   left unknown when the catalogue says 0.
 """
 
