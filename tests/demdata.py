@@ -41,14 +41,14 @@ def plane(lon0, lat0, slope=1500.0):
     return heights
 
 
-def write_tile(path, west, north, width, height, xres, yres, *, kind="srtm", heights=pattern, sea=False):
+def write_tile(path, west, north, width, height, xres, yres, *, kind="srtm", heights=pattern, sea=False,
+               options=("TILED=YES", "COMPRESS=DEFLATE")):
     """A GeoTIFF whose pixel centres start at (west, north); ``kind`` 'srtm' (Int16, nodata, area) or
     'copernicus' (Float32 + 0.25 m, pixel-is-point). ``sea`` writes -32768 in the west half (ocean voids)."""
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(4326)
     dtype = gdal.GDT_Int16 if kind == "srtm" else gdal.GDT_Float32
-    dataset = gdal.GetDriverByName("GTiff").Create(os.fspath(path), width, height, 1, dtype,
-                                                   ["TILED=YES", "COMPRESS=DEFLATE"])
+    dataset = gdal.GetDriverByName("GTiff").Create(os.fspath(path), width, height, 1, dtype, list(options))
     if kind == "copernicus":
         dataset.SetMetadataItem("AREA_OR_POINT", "Point")
     dataset.SetGeoTransform((west - xres / 2, xres, 0.0, north + yres / 2, 0.0, -yres))

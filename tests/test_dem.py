@@ -309,6 +309,42 @@ def test_later_input_rasters_win_where_they_overlap(tmp_path):
     assert np.array_equal(merged, expected_mosaic(result.output, [base, patch]))
 
 
+def cgiar_neighbours(tmp_path, pixels=100):
+    """srtm_38_03 over srtm_38_04 as CGIAR publishes them: one pixel more than 5° each way, so the north tile's
+    last row is the south tile's first row (the same heights: both come from the same postings)."""
+    res = 5.0 / pixels
+    return [write_tile(tmp_path / f"{c.name}.tif", c.west, c.lat0 + 5, pixels + 1, pixels + 1, res, res,
+                       options=()) for c in dem.cells_for_tiles(dem.SRTM, ["31TGK"])]
+
+
+def punch(path, row, columns):
+    dataset = gdal.Open(str(path), gdal.GA_Update)
+    band = dataset.GetRasterBand(1)
+    values = band.ReadAsArray()
+    values[row, columns] = NODATA
+    band.WriteArray(values)
+    dataset = None
+
+
+def test_cgiar_neighbours_sharing_a_row_merge_to_every_height(tmp_path):
+    north, south = cgiar_neighbours(tmp_path)
+    _, result = merge(dem.SRTM, tmp_path, [north, south], tiles="31TGK")
+    merged, _, _ = read(result.output)
+    assert np.array_equal(merged, expected_mosaic(result.output, [north, south]))
+    assert (merged != NODATA).all()
+
+
+def test_holes_in_a_shared_row_show_the_neighbours_heights(tmp_path):
+    # Either tile may be drawn last: holes in both copies of the row, at different places, must all be filled.
+    north, south = cgiar_neighbours(tmp_path)
+    punch(north, -1, slice(0, 30))
+    punch(south, 0, slice(60, 90))
+    _, result = merge(dem.SRTM, tmp_path, [north, south], tiles="31TGK")
+    merged, _, _ = read(result.output)
+    assert np.array_equal(merged, expected_mosaic(result.output, [north, south]))
+    assert (merged != NODATA).all()
+
+
 def test_gdal_cache_is_bounded_while_writing_and_restored(tmp_path):
     seen = []
     before = gdal.GetCacheMax()

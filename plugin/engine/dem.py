@@ -43,7 +43,12 @@ SRTM_URL = "http://srtm.csi.cgiar.org/wp-content/uploads/files/srtm_5x5/TIFF/"
 COP30_URL = "https://copernicus-dem-30m.s3.eu-central-1.amazonaws.com/"
 COP90_URL = "https://copernicus-dem-90m.s3.eu-central-1.amazonaws.com/"
 NODATA = -32768
-CREATION_OPTIONS = ("TILED=YES", "COMPRESS=DEFLATE", "PREDICTOR=2", "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS")
+# DEFLATE at level 1: 5 % larger than the default level 6 and half the encoding time (make bench); any GDAL,
+# Sen2Cor's and MAJA's included, reads it.
+CREATION_OPTIONS = ("TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "PREDICTOR=2", "ZLEVEL=1",
+                    "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS")
+BLOCK = 256  # rows of the output blocks above
+WINDOW_COLUMNS = 32 * BLOCK  # a window of 8192 x 256 Int16 is 4 MB
 OUTLINE_POINTS = 100  # per tile edge: ~1 km apart, so the lon/lat outline follows the UTM edges within metres
 EPS = 1e-6  # pixels: tolerance of grid comparisons (geotransforms are decimal approximations of arc-seconds)
 HARD, SYMBOLIC, COPY = "hard links", "symbolic links", "copies"
@@ -230,7 +235,8 @@ def _overlaps(part, box):
     if part.GetDimension() < 2:
         return True
     piece = part.Intersection(box)
-    return piece is not None and piece.GetArea() > 1e-12  # degrees²: a shared edge is not an overlap
+    # Neighbours share an edge: their intersection is a line (asking a line for its area makes GDAL warn).
+    return piece is not None and piece.GetDimension() == 2 and piece.GetArea() > 1e-12
 
 
 def _tiles(tiles):
@@ -836,13 +842,50 @@ def mosaic_vrt(work, rasters, sea, folder):
 
 
 def _needs_masking(rasters):
-    """Must the VRT treat source nodata as transparent? Only where sources overlap (a lower one may show through)
-    or use another nodata value than the mosaic's. Otherwise plain copies give the same pixels about four times
+    """Must the VRT treat source nodata as transparent? Only where sources use another nodata value than the
+    mosaic's, or overlap with holes in the upper one over data in the lower one (CGIAR's neighbours share a row
+    or column of identical heights: no hole shows). Otherwise plain copies give the same pixels about four times
     faster (a VRT with source nodata tests every pixel)."""
     if any(r.nodata is not None and r.nodata != NODATA for r in rasters):
         return True
     footprints = [r.footprint() for r in rasters]
-    return any(_overlaps(a, b) for i, a in enumerate(footprints) for b in footprints[i + 1:])
+    return any(_overlaps(footprints[i], footprints[j]) and not _upper_covers(rasters[i], rasters[j])
+               for i in range(len(rasters)) for j in range(i + 1, len(rasters)))
+
+
+def _upper_covers(lower, upper, most=4_000_000):
+    """Does ``upper`` (later in the VRT, so drawn over ``lower``) have data wherever ``lower`` has, in their
+    overlap? Read only for overlaps on one grid of at most ``most`` pixels; False (mask) otherwise."""
+    if upper.nodata is None:
+        return True
+    (xres, yres), (lower_x, lower_y) = upper.resolution, lower.resolution
+    same_grid = (_close(xres, lower_x) and _close(yres, lower_y)
+                 and _aligned(lower.transform[0], upper.transform[0], xres)
+                 and _aligned(lower.transform[3], upper.transform[3], yres))
+    if not same_grid:
+        return False
+    west, south = max(lower.bounds[0], upper.bounds[0]), max(lower.bounds[1], upper.bounds[1])
+    east, north = min(lower.bounds[2], upper.bounds[2]), min(lower.bounds[3], upper.bounds[3])
+    width, height = round((east - west) / xres), round((north - south) / yres)
+    if width <= 0 or height <= 0:
+        return True
+    if width * height > most:
+        return False
+    windows = [(round((west - r.transform[0]) / xres), round((r.transform[3] - north) / yres)) for r in (lower, upper)]
+    with _quiet_gdal() as gdal:
+        arrays = [_read(gdal, r.path, x, y, width, height) for r, (x, y) in zip((lower, upper), windows)]
+    if any(a is None for a in arrays):
+        return False
+    below, above = arrays
+    holes = above == upper.nodata
+    return not (holes & (below != (NODATA if lower.nodata is None else lower.nodata))).any()
+
+
+def _read(gdal, path, x, y, width, height):
+    dataset = gdal.Open(path)
+    if dataset is None or x < 0 or y < 0 or x + width > dataset.RasterXSize or y + height > dataset.RasterYSize:
+        return None
+    return dataset.GetRasterBand(1).ReadAsArray(x, y, width, height)
 
 
 def _wgs84_wkt():
@@ -936,25 +979,31 @@ def warped_vrt(vrt, tile, resolution, folder):
 
 
 def translate(source, target, progress, is_cancelled, message, **options):
-    """Stream ``source`` into a tiled, compressed Int16 GeoTIFF at ``target``, through ``target.part``."""
+    """Stream ``source`` (a path; ``options`` as for ``gdal.Translate``, e.g. a window) into a tiled, compressed
+    Int16 GeoTIFF at ``target``, through ``target.part``."""
     from osgeo import gdal
 
     part = target + ".part"
-
-    def callback(fraction, _text, _data):
-        progress(fraction, message)
-        return 0 if is_cancelled() else 1
-
-    settings = gdal.TranslateOptions(format="GTiff", outputType=gdal.GDT_Int16, creationOptions=list(CREATION_OPTIONS),
-                                     callback=callback, **options)
-    with _quiet_gdal():
-        opened = gdal.Open(source)
-    with _quiet_gdal(), _bounded_cache(opened.RasterXSize if opened is not None else 0):
-        dataset = gdal.Translate(part, opened or source, options=settings)
-        error = gdal.GetLastErrorMsg()
-        if dataset is not None:
-            dataset = None  # closing flushes the last blocks
-            error = ""
+    files.remove(part)
+    gdal.ErrorReset()
+    try:
+        with _quiet_gdal(), _decoding_threads():
+            if options:  # the window as a VRT: nothing is read yet
+                source = gdal.Translate(os.path.join(os.path.dirname(part), os.path.basename(target) + ".vrt"),
+                                        source, format="VRT", **options)
+                error = gdal.GetLastErrorMsg()
+            else:
+                source = gdal.Open(source)
+                error = gdal.GetLastErrorMsg()
+            if source is not None:
+                with _bounded_cache(source.RasterXSize):
+                    error = _copy_windows(source, part, progress, is_cancelled, message)
+    except RuntimeError as raised:  # when a caller switched GDAL to exceptions
+        error = str(raised)
+    finally:
+        source = None
+        if options:
+            files.remove(os.path.join(os.path.dirname(part), os.path.basename(target) + ".vrt"))
     if error or not os.path.exists(part):
         files.remove(part)
         if is_cancelled():
@@ -962,6 +1011,53 @@ def translate(source, target, progress, is_cancelled, message, **options):
         raise S2Error(f"Could not write {target}: {error or 'GDAL gave no reason'}")
     os.replace(part, target)
     return target
+
+
+def _copy_windows(source, part, progress, is_cancelled, message):
+    """One pass over ``source`` in windows of one row of output blocks (at most :data:`WINDOW_COLUMNS` wide, so
+    memory does not grow with the mosaic), converted to Int16 (GDAL rounds floats) and written block-aligned, so
+    every block is compressed once, when complete. Returns GDAL's error message, '' when written; stops at a
+    cancel. This loop is about 1.4 times faster than ``gdal.Translate`` on the same VRT (``make bench``)."""
+    from osgeo import gdal
+
+    width, height = source.RasterXSize, source.RasterYSize
+    dataset = gdal.GetDriverByName("GTiff").Create(part, width, height, 1, gdal.GDT_Int16, list(CREATION_OPTIONS))
+    if dataset is None:
+        return gdal.GetLastErrorMsg()
+    dataset.SetGeoTransform(source.GetGeoTransform())
+    dataset.SetProjection(source.GetProjection())
+    dataset.SetMetadata(source.GetMetadata())
+    band, source_band = dataset.GetRasterBand(1), source.GetRasterBand(1)
+    nodata = source_band.GetNoDataValue()
+    if nodata is not None:
+        band.SetNoDataValue(nodata)
+    rows = [(y, min(BLOCK, height - y)) for y in range(0, height, BLOCK)]
+    for index, (y, rows_here) in enumerate(rows):
+        if is_cancelled():
+            return "cancelled"
+        for x in range(0, width, WINDOW_COLUMNS):
+            columns = min(WINDOW_COLUMNS, width - x)
+            data = source_band.ReadRaster(x, y, columns, rows_here, buf_type=gdal.GDT_Int16)
+            if data is None or band.WriteRaster(x, y, columns, rows_here, data) != 0:
+                return gdal.GetLastErrorMsg() or f"could not copy the rows from {y}"
+        progress((index + 1) / len(rows), message)
+    gdal.ErrorReset()
+    dataset = None  # closing writes the last blocks and the header
+    return gdal.GetLastErrorMsg() if gdal.GetLastErrorType() >= gdal.CE_Failure else ""
+
+
+@contextlib.contextmanager
+def _decoding_threads():
+    """Compressed sources are decoded by all cores (GDAL >= 3.6 does it for reads that span several blocks) while
+    this thread reads; thread-local, so other work in QGIS keeps its settings."""
+    from osgeo import gdal
+
+    saved = gdal.GetThreadLocalConfigOption("GDAL_NUM_THREADS", None)
+    gdal.SetThreadLocalConfigOption("GDAL_NUM_THREADS", "ALL_CPUS")
+    try:
+        yield
+    finally:
+        gdal.SetThreadLocalConfigOption("GDAL_NUM_THREADS", saved)
 
 
 class _CacheLimit:

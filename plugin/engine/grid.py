@@ -79,11 +79,11 @@ def to_lonlat(zone, xs, ys):
 # --- the table ----------------------------------------------------------------------------------------------
 
 class _Grid:
-    """ESA's tiles with their lon/lat boxes and centres (longitudes continuous around each tile's zone)."""
+    """ESA's tiles with their lon/lat boxes and centres (longitudes continuous around each tile's zone). Looking
+    a tile up by id reads the table only; the boxes (60 zones of projections, half a second) are computed the
+    first time an area is searched."""
 
     def __init__(self, path=DATA_FILE):
-        import numpy as np
-
         with gzip.open(path, "rt", encoding="ascii") as handle:
             lines = handle.read().split()
         if lines[0] != "tile_id,epsg,ulx,uly":
@@ -93,9 +93,14 @@ class _Grid:
             tile_id, epsg, ulx, uly = line.split(",")
             self.tiles.append(Tile(tile_id, int(tile_id[:2]), int(epsg), float(ulx), float(uly)))
         self.by_id = {t.tile_id: i for i, t in enumerate(self.tiles)}
+
+    @functools.cached_property
+    def _boxes(self):
+        import numpy as np
+
         n = len(self.tiles)
-        self.box = np.zeros((n, 4))  # lon_min, lon_max, lat_min, lat_max
-        self.centre = np.zeros((n, 2))
+        box = np.zeros((n, 4))  # lon_min, lon_max, lat_min, lat_max
+        centre = np.zeros((n, 2))
         zones = np.array([t.zone for t in self.tiles])
         for zone in np.unique(zones).tolist():
             index = np.nonzero(zones == zone)[0]
@@ -103,10 +108,25 @@ class _Grid:
             xs, ys = _ring_points(rects, per_edge=3)
             lons, lats = to_lonlat(zone, xs, ys)
             margin = 0.01  # latitude bulges a little between samples of an edge
-            self.box[index] = np.column_stack([lons.min(1), lons.max(1), lats.min(1) - margin, lats.max(1) + margin])
-            self.centre[index] = np.column_stack(to_lonlat(zone, rects[:, [0, 2]].mean(1), rects[:, [1, 3]].mean(1)))
-        # How far the tiles reach: areas beyond are refused.
-        self.south, self.north = float(self.box[:, 2].min()), float(self.box[:, 3].max())
+            box[index] = np.column_stack([lons.min(1), lons.max(1), lats.min(1) - margin, lats.max(1) + margin])
+            centre[index] = np.column_stack(to_lonlat(zone, rects[:, [0, 2]].mean(1), rects[:, [1, 3]].mean(1)))
+        return box, centre
+
+    @property
+    def box(self):
+        return self._boxes[0]
+
+    @property
+    def centre(self):
+        return self._boxes[1]
+
+    @property
+    def south(self):  # how far the tiles reach: areas beyond are refused
+        return float(self.box[:, 2].min())
+
+    @property
+    def north(self):
+        return float(self.box[:, 3].max())
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019 (one _Grid per process, kept for its life)
     def footprint(self, index, shift=0.0):
