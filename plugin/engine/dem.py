@@ -858,11 +858,8 @@ def _upper_covers(lower, upper, most=4_000_000):
     overlap? Read only for overlaps on one grid of at most ``most`` pixels; False (mask) otherwise."""
     if upper.nodata is None:
         return True
-    (xres, yres), (lower_x, lower_y) = upper.resolution, lower.resolution
-    same_grid = (_close(xres, lower_x) and _close(yres, lower_y)
-                 and _aligned(lower.transform[0], upper.transform[0], xres)
-                 and _aligned(lower.transform[3], upper.transform[3], yres))
-    if not same_grid:
+    xres, yres = upper.resolution
+    if not on_grid(lower, PixelGrid(xres, yres, upper.transform[0], upper.transform[3])):
         return False
     west, south = max(lower.bounds[0], upper.bounds[0]), max(lower.bounds[1], upper.bounds[1])
     east, north = min(lower.bounds[2], upper.bounds[2]), min(lower.bounds[3], upper.bounds[3])
@@ -876,9 +873,8 @@ def _upper_covers(lower, upper, most=4_000_000):
         arrays = [_read(gdal, r.path, x, y, width, height) for r, (x, y) in zip((lower, upper), windows)]
     if any(a is None for a in arrays):
         return False
-    below, above = arrays
-    holes = above == upper.nodata
-    return not (holes & (below != (NODATA if lower.nodata is None else lower.nodata))).any()
+    below, above = arrays  # both use the mosaic's nodata (or none): _needs_masking checked it
+    return not ((above == NODATA) & (below != NODATA)).any()
 
 
 def _read(gdal, path, x, y, width, height):
@@ -986,15 +982,12 @@ def translate(source, target, progress, is_cancelled, message, **options):
     part = target + ".part"
     files.remove(part)
     gdal.ErrorReset()
+    window = target + ".vrt"
     try:
         with _quiet_gdal(), _decoding_threads():
-            if options:  # the window as a VRT: nothing is read yet
-                source = gdal.Translate(os.path.join(os.path.dirname(part), os.path.basename(target) + ".vrt"),
-                                        source, format="VRT", **options)
-                error = gdal.GetLastErrorMsg()
-            else:
-                source = gdal.Open(source)
-                error = gdal.GetLastErrorMsg()
+            # With options, the window as a VRT: nothing is read yet.
+            source = gdal.Translate(window, source, format="VRT", **options) if options else gdal.Open(source)
+            error = gdal.GetLastErrorMsg()
             if source is not None:
                 with _bounded_cache(source.RasterXSize):
                     error = _copy_windows(source, part, progress, is_cancelled, message)
@@ -1003,7 +996,7 @@ def translate(source, target, progress, is_cancelled, message, **options):
     finally:
         source = None
         if options:
-            files.remove(os.path.join(os.path.dirname(part), os.path.basename(target) + ".vrt"))
+            files.remove(window)
     if error or not os.path.exists(part):
         files.remove(part)
         if is_cancelled():
