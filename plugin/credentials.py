@@ -2,6 +2,8 @@
 
 Supported methods:
 - ``basic_credentials``: method *Basic* (username and password), e.g. a Copernicus Data Space account.
+- ``s3_credentials``: *Basic* (access key id as username, secret key as password, the configuration's URL as the
+  endpoint of an S3-compatible store) or, on QGIS 3.28 and later, *AWS S3* (username, password, region).
 - ``api_key``: QGIS 3.22 has no API-key method, so a key is stored as a *Basic* configuration with the key in
   the password field (the username may be empty or anything). On newer QGIS the *API Header* method also
   works: the value of its first header is the key.
@@ -29,6 +31,17 @@ def basic_credentials(authcfg):
     return config.config("username", ""), config.config("password", "")
 
 
+def s3_credentials(authcfg, parameter="OUTPUT_AUTH"):
+    """The :class:`~.engine.storage.Credentials` of a *Basic* or *AWS S3* configuration."""
+    from .engine.storage import Credentials
+
+    config = _load(authcfg, parameter)
+    if config.method() not in ("Basic", "AWSS3"):
+        raise _wrong_method(authcfg, config.method(), "Basic or AWS S3 (access key and secret key)", parameter)
+    return Credentials(config.config("username", "") or None, config.config("password", "") or None,
+                       config.uri() or None, config.config("region", "") or None)
+
+
 def api_key(authcfg):
     """The API key of a *Basic* configuration (key in the password field) or of an *API Header* configuration."""
     config = _load(authcfg)
@@ -45,34 +58,34 @@ def api_key(authcfg):
     return key
 
 
-def _load(authcfg):
+def _load(authcfg, parameter=PARAMETER):
     """The full (decrypted) configuration, or one clear sentence saying why it cannot be read."""
     manager = QgsApplication.authManager()
     if not authcfg:
-        raise ParameterError(PARAMETER, "no authentication configuration was chosen.")
+        raise ParameterError(parameter, "no authentication configuration was chosen.")
     if manager.isDisabled():
         raise ParameterError(
-            PARAMETER, f"the QGIS authentication system is disabled ({manager.disabledMessage().strip()})."
+            parameter, f"the QGIS authentication system is disabled ({manager.disabledMessage().strip()})."
         )
     if authcfg not in manager.configIds():
         raise ParameterError(
-            PARAMETER, f"there is no authentication configuration with the id '{authcfg}' in this QGIS profile."
+            parameter, f"there is no authentication configuration with the id '{authcfg}' in this QGIS profile."
         )
-    _unlock(manager)
+    _unlock(manager, parameter)
     ok, config = manager.loadAuthenticationConfig(authcfg, QgsAuthMethodConfig(), True)
     if not ok or not config.isValid():
-        raise ParameterError(PARAMETER, f"the authentication configuration '{authcfg}' could not be decrypted.")
+        raise ParameterError(parameter, f"the authentication configuration '{authcfg}' could not be decrypted.")
     return config
 
 
-def _unlock(manager):
+def _unlock(manager, parameter=PARAMETER):
     """Make sure the master password is set; only the desktop application may ask the user for it."""
     if manager.masterPasswordIsSet():
         return
     # In the desktop this shows QGIS's own master password dialog; headless there is nobody to ask.
     if QgsApplication.instance().platform() == "desktop" and manager.setMasterPassword(True):
         return
-    raise ParameterError(PARAMETER, _locked_sentence())
+    raise ParameterError(parameter, _locked_sentence())
 
 
 def _locked_sentence():
@@ -90,8 +103,8 @@ def _locked_sentence():
     )
 
 
-def _wrong_method(authcfg, method, expected):
+def _wrong_method(authcfg, method, expected, parameter=PARAMETER):
     return ParameterError(
-        PARAMETER,
+        parameter,
         f"the authentication configuration '{authcfg}' uses the method {method or 'unknown'}, expected {expected}.",
     )

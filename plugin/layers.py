@@ -41,6 +41,15 @@ def load_on_completion(context, layer_or_path, name, output_name, style=None, gr
     return identifier
 
 
+def details_copy(details):
+    """The same load request with a post-processor of its own (for a layer whose path changed)."""
+    copy = QgsProcessingContext.LayerDetails(details.name, details.project, details.outputName)
+    processor = details.postProcessor()
+    if isinstance(processor, StylePostProcessor):
+        copy.setPostProcessor(post_processor(processor.style, processor.group))
+    return copy
+
+
 def post_processor(style=None, group=None):
     """A post-processor applying ``style`` and ``group``; kept alive for as long as QGIS may call it."""
     processor = StylePostProcessor(style, group)

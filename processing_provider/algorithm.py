@@ -6,18 +6,21 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
+    QgsProcessingParameterAuthConfig,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterFolderDestination,
     QgsProcessingParameterString,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
-from ..plugin.engine.errors import Cancelled, S2Error
+from ..plugin.engine.errors import Cancelled, ParameterError, S2Error
 from ..plugin.engine.version import help_url
 from .provider import ICON
 
 FAILED, FAILED_COUNT = "FAILED", "FAILED_COUNT"
+OUTPUT_AUTH = "OUTPUT_AUTH"
 
 
 class Sentinel2Algorithm(QgsProcessingAlgorithm):
@@ -60,9 +63,41 @@ class Sentinel2Algorithm(QgsProcessingAlgorithm):
         self.addOutput(QgsProcessingOutputString(FAILED, self.tr(f"Failed {what} ('name: reason' lines)")))
         self.addOutput(QgsProcessingOutputNumber(FAILED_COUNT, self.tr(f"Number of failed {what}")))
 
+    def add_output_auth(self):
+        """OUTPUT_AUTH: the credentials of s3:// output folders (empty: the AWS environment or profile)."""
+        self.addParameter(advanced(QgsProcessingParameterAuthConfig(
+            OUTPUT_AUTH, self.tr("S3 credentials for s3:// output folders (empty: AWS environment/profile)"),
+            optional=True)))
+
+    def output_for(self, parameters, name, context):
+        """The engine's output (a folder, or an S3 location with OUTPUT_AUTH's credentials) of a folder parameter."""
+        from ..plugin.engine import storage
+
+        folder = self.parameterAsFileOutput(parameters, name, context)
+        credentials = None
+        authcfg = self.parameterAsString(parameters, OUTPUT_AUTH, context) if OUTPUT_AUTH in parameters else ""
+        if storage.is_remote(folder) and authcfg:
+            from ..plugin import credentials as auth
+
+            credentials = auth.s3_credentials(authcfg)
+        return storage.output_for(folder, name, credentials)
+
+    def handles_remote_folders(self):
+        """False: s3:// folder outputs are staged locally and uploaded when the algorithm is done."""
+        return False
+
     def processAlgorithm(self, parameters, context, feedback):
         try:
-            return self.process(parameters, context, feedback)
+            remote = {} if self.handles_remote_folders() else self._remote_folders(parameters, context)
+            if not remote:
+                return self.process(parameters, context, feedback)
+            staged = dict(parameters, **{name: output.staging_folder() for name, output in remote.items()})
+            try:
+                results = self.process(staged, context, feedback)
+                return _published(remote, results, context, feedback)
+            finally:
+                for output in remote.values():
+                    output.cleanup()
         except Cancelled as error:
             say_once_in_qgis_process(str(error))
             feedback.reportError(str(error))
@@ -73,6 +108,53 @@ class Sentinel2Algorithm(QgsProcessingAlgorithm):
 
     def process(self, parameters, context, feedback):
         raise NotImplementedError
+
+    def _remote_folders(self, parameters, context):
+        """{parameter: S3 output} of the folder outputs given as s3://..., checked before any work."""
+        from ..plugin.engine import storage
+
+        remote = {}
+        for definition in self.parameterDefinitions():
+            name = definition.name()
+            if isinstance(definition, QgsProcessingParameterFolderDestination) and \
+                    storage.is_remote(str(parameters.get(name) or "")):
+                if str(parameters.get("EXECUTOR", "local")) == "slurm":
+                    raise ParameterError(name, "EXECUTOR=slurm needs a local or shared folder (the job's logs and "
+                                               "state are kept there), not an s3:// location.")
+                remote[name] = self.output_for(parameters, name, context)
+                remote[name].prepare()
+        return remote
+
+
+def _published(remote, results, context, feedback):
+    """Upload the staged folders and point the results (and the layers to load) at the bucket."""
+    renames = {}
+    for output in remote.values():
+        staging = output.staging_folder()
+        output.upload_tree(staging, feedback.pushInfo)
+        renames[staging] = output
+
+    def moved(value, url=False):
+        if not isinstance(value, str):
+            return value
+        for staging, output in renames.items():
+            if value.startswith(staging):
+                relative = value[len(staging):].lstrip("/\\").replace("\\", "/")
+                if not relative:
+                    return output.url
+                return output.url_of(relative) if url else output.location(relative)
+        return value
+
+    layers = context.layersToLoadOnCompletion()
+    if any(moved(key) != key for key in layers):
+        from ..plugin.layers import details_copy
+
+        # QGIS deletes the post-processors of the keys that go away: the moved layers get copies
+        context.setLayersToLoadOnCompletion({moved(key): details if moved(key) == key else details_copy(details)
+                                             for key, details in layers.items()})
+    return {key: [moved(v) for v in value] if isinstance(value, list) else
+            ";".join(moved(part, url=True) for part in value.split(";")) if isinstance(value, str) else value
+            for key, value in results.items()}
 
 
 def say_once_in_qgis_process(sentence):

@@ -91,6 +91,7 @@ class DownloadAlgorithm(Sentinel2Algorithm):
             self.PARALLEL, self.tr("Parallel downloads"), QgsProcessingParameterNumber.Type.Integer, 4, minValue=1,
             maxValue=32))
         self.addParameter(QgsProcessingParameterBoolean(self.UNZIP, self.tr("Extract and check the products"), True))
+        self.add_output_auth()
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Output folder")))
         self.addOutput(QgsProcessingOutputString(self.PRODUCTS, self.tr("Product paths (';'-separated)")))
         for name, label in ((self.DOWNLOADED, "Products downloaded"), (self.SKIPPED, "Products already complete")):

@@ -87,6 +87,7 @@ class L3AMosaicAlgorithm(Sentinel2Algorithm):
             QgsProcessingParameterNumber.Type.Double, 100.0, minValue=0.0, maxValue=100.0))
         self.addParameter(QgsProcessingParameterBoolean(
             self.STACK, self.tr("One multi-band file per month"), defaultValue=False))
+        self.add_output_auth()
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Output folder")))
         self.addOutput(QgsProcessingOutputMultipleLayers(self.OUTPUT_LAYERS, self.tr("True-colour layers")))
         self.addOutput(QgsProcessingOutputFile(self.REPORT, self.tr("Report (JSON)")))

@@ -121,6 +121,7 @@ class MajaAlgorithm(Sentinel2Algorithm):
             self.MAX_CLOUD, self.tr("Maximum cloud cover (%, MODE=geodes)"),
             QgsProcessingParameterNumber.Type.Double, 100.0, minValue=0.0, maxValue=100.0)))
         self.add_slurm_parameters("Run on (MODE=local)")
+        self.add_output_auth()
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("MAJA L2A folder")))
         self.addOutput(QgsProcessingOutputString(self.PRODUCTS, self.tr("MAJA products (';'-separated)")))
         self.addOutput(QgsProcessingOutputMultipleLayers(self.OUTPUT_LAYERS, self.tr("True colour and cloud masks")))

@@ -88,6 +88,7 @@ class MergeDemAlgorithm(Sentinel2Algorithm):
         self.addParameter(advanced(QgsProcessingParameterString(
             self.UTM_TILE, self.tr("Reproject to the UTM grid of this Sentinel-2 tile (e.g. 31TCJ)"), optional=True)))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Merged DEM")))
+        self.add_output_auth()
         self.addParameter(QgsProcessingParameterFolderDestination(
             self.SEN2COR_FOLDER, self.tr("DEM folder for Sen2Cor"), optional=True, createByDefault=False))
         self.addOutput(QgsProcessingOutputString(self.DEM_TILES, self.tr("DEM tiles")))

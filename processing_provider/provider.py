@@ -34,6 +34,7 @@ class Sentinel2Provider(QgsProcessingProvider):
         return plugin_version()
 
     def loadAlgorithms(self):
+        from .biophysical import BiophysicalAlgorithm
         from .download import DownloadAlgorithm
         from .l3amosaic import L3AMosaicAlgorithm
         from .maja import MajaAlgorithm
@@ -43,7 +44,7 @@ class Sentinel2Provider(QgsProcessingProvider):
         from .tiles import TilesAlgorithm
 
         for algorithm in (TilesAlgorithm(), SearchAlgorithm(), DownloadAlgorithm(), MergeDemAlgorithm(),
-                          Sen2CorAlgorithm(), MajaAlgorithm(), L3AMosaicAlgorithm()):
+                          Sen2CorAlgorithm(), MajaAlgorithm(), L3AMosaicAlgorithm(), BiophysicalAlgorithm()):
             self.addAlgorithm(algorithm)
         self._load_models()
 

@@ -14,6 +14,7 @@ import l2adata
 import numpy as np
 import pytest
 from osgeo import gdal
+from servers import http_server  # noqa: F401, E402  (fixture)
 
 from sentinel2_pipeline.plugin.engine import angles, biophysical, l2a, networks, storage
 from sentinel2_pipeline.plugin.engine.errors import Cancelled, ParameterError, S2Error
@@ -450,3 +451,46 @@ def test_a_bucket_that_does_not_answer_is_refused_before_any_work(scenes, bucket
     assert "not-a-real-secret" not in str(error.value)
     with pytest.raises(ParameterError, match="^OUTPUT_FOLDER: s3://Bad_Bucket is not an S3 location"):
         storage.output_for("s3://Bad_Bucket")
+
+
+# ---- what sentinel2:download SOURCE=stac writes is an input -------------------------------------------------
+
+def test_a_stac_download_brings_what_the_processor_needs(scenes, tmp_path, http_server):  # noqa: F811
+    """Earth Search's real item (its band keys, raster:bands scale and offset, granule_metadata asset) pointing
+    at a local range-serving host: the download saves item.json and granule_metadata.xml beside the bands, and
+    the folder gives the same LAI as the Sen2Cor product of the same scene."""
+    import json
+
+    from conftest import tracked_session
+    from replicas import cogs
+
+    from sentinel2_pipeline.plugin.engine import download
+    from sentinel2_pipeline.plugin.engine.catalogs import stac as stac_catalogue
+    from sentinel2_pipeline.plugin.engine.sources import Options
+
+    keys = {"B03": "green", "B04": "red", "B05": "rededge1", "B06": "rededge2", "B07": "rededge3",
+            "B8A": "nir08", "B11": "swir16", "B12": "swir22", "SCL": "scl"}
+    with open(l2adata.ITEM, encoding="utf-8") as handle:
+        item = json.load(handle)
+    with cogs.RangeFileServer(scenes["stac"]) as files:
+        for band, key in keys.items():
+            item["assets"][key]["href"] = files.url(f"{band}.tif")
+        item["assets"]["granule_metadata"]["href"] = files.url("granule_metadata.xml")
+        item["assets"] = {k: v for k, v in item["assets"].items() if k in set(keys.values()) | {"granule_metadata"}}
+        item["properties"]["platform"] = "sentinel-2b"
+        http_server.route("/item", json.dumps(item), headers={"Content-Type": "application/geo+json"})
+        footprint = stac_catalogue.item_footprint(item, "earth-search", "L2A")
+        footprint.download_url = http_server.url("/item")
+        footprint.name = l2adata.STAC_NAME
+        bands = list(keys)
+        summary = download.download([footprint], "stac", str(tmp_path / "in"), Options(bands=bands),
+                                    tracked_session())
+    folder = tmp_path / "in" / l2adata.STAC_NAME
+    assert summary.failed == []
+    assert {"item.json", "granule_metadata.xml", "B05.tif", "SCL.tif"} <= set(os.listdir(folder))
+    _, result = run(str(tmp_path / "in"), tmp_path / "out", ["LAI"])
+    assert result.failed == {}
+    ours = read(result.outputs[l2adata.STAC_NAME][0])[0]
+    _, reference_run = run(scenes["folder"], tmp_path / "ref", ["LAI"], pattern="*N0509*")
+    expected = read(reference_run.outputs[reference_run.products[0]][0])[0]
+    np.testing.assert_allclose(ours, expected, atol=1e-4)

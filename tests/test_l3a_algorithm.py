@@ -29,7 +29,8 @@ from test_l3a import ACROSS, lonlat_rectangle  # noqa: E402
 
 LAYOUT = dlr.Layout(tiles=("32UQB", "32UQC"), months=("2021-04", "2021-05", "2021-06"), bands=("B2", "B3", "B4"),
                     clouds=(("2021-05", 2),))
-PARAMETERS = ["AOI", "START_MONTH", "END_MONTH", "BANDS", "URL", "MAX_MASKED", "STACK", "OUTPUT_FOLDER"]
+PARAMETERS = ["AOI", "START_MONTH", "END_MONTH", "BANDS", "URL", "MAX_MASKED", "STACK", "OUTPUT_AUTH",
+              "OUTPUT_FOLDER"]
 
 
 @pytest.fixture(scope="module")

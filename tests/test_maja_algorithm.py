@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from headless import find_qgis_process, qgis_process  # noqa: E402, F401
 
 PARAMETERS = ["MODE", "TILE", "START", "END", "RELATIVE_ORBIT", "AUTH", "INPUT_FOLDER", "DTM_FOLDER", "GIPP_FOLDER",
-              "EXECUTABLE", "MAX_CLOUD", "EXECUTOR", "SLURM_OPTIONS", "WAIT", "OUTPUT_FOLDER"]
+              "EXECUTABLE", "MAX_CLOUD", "EXECUTOR", "SLURM_OPTIONS", "WAIT", "OUTPUT_AUTH", "OUTPUT_FOLDER"]
 MASTER = "test master password"  # the other algorithm tests' choice: one session, one authentication database
 
 

@@ -61,7 +61,8 @@ def test_parameters_are_the_public_interface(provider):
     algorithm = QgsApplication.processingRegistry().algorithmById(ALGORITHM)
     names = [p.name() for p in algorithm.parameterDefinitions()]
     assert names == ["INPUT_FOLDER", "RESOLUTION", "DEM_FOLDER", "EXECUTABLE", "GIPP", "PROCESSING_BASELINE",
-                     "PARALLEL", "PRODUCT_FILTER", "TIMEOUT", "EXECUTOR", "SLURM_OPTIONS", "WAIT", "OUTPUT_FOLDER"]
+                     "PARALLEL", "PRODUCT_FILTER", "TIMEOUT", "EXECUTOR", "SLURM_OPTIONS", "WAIT", "OUTPUT_AUTH",
+                     "OUTPUT_FOLDER"]
     assert [o.name() for o in algorithm.outputDefinitions()] == ["OUTPUT_FOLDER", "PRODUCTS", "OUTPUT_LAYERS",
                                                                  "FAILED", "FAILED_COUNT", "JOB_ID"]
     resolution = algorithm.parameterDefinition("RESOLUTION")

@@ -33,7 +33,7 @@ QUALITY_BITS = {1: "no data", 2: "saturated or defective", 4: "cloud", 8: "cirru
                 32: "snow or ice", 64: "water", 128: "input outside the definition domain",
                 256: "an output clipped to its range (within tolerance)",
                 **{bit: f"{name} beyond its range" for name, bit in RANGE_BITS.items()}}
-PIXELS_PER_STRIP = 1 << 20  # about 60 MB of inputs and results per strip in flight
+PIXELS_PER_STRIP = 1 << 18  # about 60 MB of inputs, intermediates and results per strip in flight
 COG_OPTIONS = ["COMPRESS=DEFLATE", "LEVEL=1", "BLOCKSIZE=512", "OVERVIEWS=AUTO", "NUM_THREADS=ALL_CPUS",
                "BIGTIFF=IF_SAFER"]
 STAGING_OPTIONS = ["TILED=YES", "BLOCKXSIZE=512", "BLOCKYSIZE=512", "BIGTIFF=IF_SAFER"]
@@ -47,8 +47,9 @@ class Plan:
     output: object  # storage.LocalOutput or storage.S3Output
     variables: list
     resolution: int
-    area_wkt: str = None
+    area_wkt: object = None  # WKT text or WKB bytes, EPSG:4326
     parallel: int = 1
+    area_file: str = None  # the AOI as a file, for SLURM tasks
     todo: list = dataclasses.field(default_factory=list)  # product paths
     skipped: dict = dataclasses.field(default_factory=dict)  # name -> output locations
     notes: list = dataclasses.field(default_factory=list)
@@ -70,8 +71,10 @@ def output_names(name, variables, resolution):
     return [f"{name}_{v}_{resolution}m.tif" for v in variables] + [f"{name}_QUALITY_{resolution}m.tif"]
 
 
-def area_digest(area_wkt):
-    return hashlib.sha1(area_wkt.encode()).hexdigest()[:16] if area_wkt else "whole"
+def area_digest(area):
+    if not area:
+        return "whole"
+    return hashlib.sha1(area if isinstance(area, bytes) else area.encode()).hexdigest()[:16]
 
 
 def plan(input_folder, output, variables, resolution, area_wkt=None, pattern=None, parallel=0):

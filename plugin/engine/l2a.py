@@ -318,7 +318,7 @@ def _resolution(path):
 
 def product_grid(product, resolution, area_wkt=None):
     """The target :class:`Grid`: the product's grid at ``resolution`` (its reference band's), limited to the
-    bounds of ``area_wkt`` (WKT in EPSG:4326) widened to whole pixels. None when the area misses the product."""
+    bounds of ``area_wkt`` (WKT or WKB, EPSG:4326) widened to whole pixels. None when the area misses the product."""
     from osgeo import gdal, ogr, osr
 
     # a band with a file at this very resolution sets the grid (a 10 m clip may start 10 m off the 20 m grid)
@@ -330,7 +330,8 @@ def product_grid(product, resolution, area_wkt=None):
     projection = dataset.GetProjection()
     col0, row0, col1, row1 = 0, 0, width, height
     if area_wkt:
-        geometry = ogr.CreateGeometryFromWkt(area_wkt)
+        geometry = (ogr.CreateGeometryFromWkb(area_wkt) if isinstance(area_wkt, bytes)
+                    else ogr.CreateGeometryFromWkt(area_wkt))
         source = osr.SpatialReference()
         source.ImportFromEPSG(4326)
         source.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)

@@ -71,13 +71,18 @@ class Domain:
     cells: np.ndarray  # sorted int64 keys of the grid rows
 
     def outside(self, bands):
-        """Boolean per pixel: ``bands`` (bands x pixels reflectance) outside the domain."""
-        out = ((bands < self.low) | (bands > self.high)).any(axis=0)
-        index = np.floor(10.0 * (bands - self.low) / (self.high - self.low) + 1.0).astype(np.int64)
-        np.clip(index, 0, 11, out=index)
-        keys = _keys(index)
-        found = np.searchsorted(self.cells, keys)
-        found = np.minimum(found, len(self.cells) - 1)
+        """Boolean per pixel: ``bands`` (bands x pixels reflectance) outside the domain. One band at a time, so
+        the cell keys need one int64 per pixel, not one per band and pixel."""
+        out = np.zeros(bands.shape[1], bool)
+        keys = np.zeros(bands.shape[1], np.int64)
+        for band in range(bands.shape[0] - 1, -1, -1):  # the key's digits as _keys makes them
+            values, low, high = bands[band], self.low[band, 0], self.high[band, 0]
+            out |= (values < low) | (values > high)
+            cell = np.floor(values * (10.0 / (high - low)) + (1.0 - 10.0 * low / (high - low)))
+            np.clip(cell, 0, 11, out=cell)
+            keys *= 12
+            keys += cell.astype(np.int64)
+        found = np.minimum(np.searchsorted(self.cells, keys), len(self.cells) - 1)
         return out | (self.cells[found] != keys)
 
 

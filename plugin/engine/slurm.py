@@ -41,6 +41,7 @@ EXECUTORS = ("local", "slurm")
 STATE_FILE = "slurm-job.json"
 LOG_PATTERN = "slurm-%A_%a.out"  # %A: the array's job id, %a: the task index
 SEN2COR_MEMORY_MB = 4096  # the seeds' figure for one Sen2Cor process
+BIOPHYSICAL_MEMORY_MB = 2048  # one product at a time, strips of about 60 MB (make bench: peak well under 1 GB)
 MAJA_DEFAULT_RAM_MB = 8096  # MAJA's own default RAM budget, when no user configuration says otherwise
 CAPTURED = ("QGIS_CUSTOM_CONFIG_PATH", "QGIS_PLUGINPATH", "PYTHONPATH", "QGIS_AUTH_PASSWORD_FILE")
 COMMAND_TIMEOUT = 60  # a busy controller may take tens of seconds to answer
@@ -146,6 +147,25 @@ def maja_array(plans, dtm_folder, gipp_folder):
             tasks.append(Task(plan.request.tile, expect))
     memory = max(userconf_ram_mb(plan.userconf) for plan in plans)
     return ArrayJob("maja", os.path.abspath(first.output_folder), _given(parameters), "TILE", tasks, memory, ready)
+
+
+def biophysical_array(work):
+    """The array for a biophysical :class:`~.biophysical.Plan`: one task per product still to do (local output
+    folders only: the tasks' logs and the job's state live there)."""
+    from . import biophysical
+
+    area = work.area_file
+    parameters = [("INPUT_FOLDER", os.path.abspath(work.input_folder)), ("RESOLUTION", str(work.resolution)),
+                  ("AOI", area), ("PARALLEL", "1"), ("OUTPUT_FOLDER", work.output.folder), ("EXECUTOR", "local")]
+    given = _given(parameters) + [["VARIABLES", variable] for variable in work.variables]
+    tasks = []
+    for path in work.todo:
+        name = product_stem(path)
+        tasks.append(Task(name, [{"name": name, "outputs": biophysical.output_names(name, work.variables,
+                                                                                    work.resolution)}]))
+    ready = [location for locations in work.skipped.values() for location in locations]
+    return ArrayJob("biophysical", work.output.folder, given, "PRODUCT_FILTER", tasks, BIOPHYSICAL_MEMORY_MB,
+                    ready)
 
 
 def userconf_ram_mb(userconf):
@@ -429,13 +449,18 @@ def collect(job, active, environ=None):
                 made.append(found)
             elif index not in active:
                 failed[item["name"]] = failure(job, index, item["name"], details.get(index))
-    products = made + list(job.ready) if job.kind == "sen2cor" else _by_tile_and_date(made + list(job.ready))
+    if job.kind == "biophysical":  # each product made a list of files
+        made = [path for paths in made for path in paths]
+    products = made + list(job.ready) if job.kind != "maja" else _by_tile_and_date(made + list(job.ready))
     return Outcome(job.job_id, len(job.tasks), not active, products, failed)
 
 
 def _found(job, item):
     if job.kind == "sen2cor":
         return safe.find_l2a_for(item["name"], job.output_folder)
+    if job.kind == "biophysical":
+        paths = [os.path.join(job.output_folder, name) for name in item["outputs"]]
+        return paths if all(os.path.isfile(p) for p in paths) else None
     day = dt.date.fromisoformat(item["date"])
     return next((p.path for p in maja.find_l2(job.output_folder, item["tile"]) if p.date == day), None)
 

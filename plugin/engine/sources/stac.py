@@ -60,6 +60,8 @@ class Plan:
     footprint: object
     folder: str
     bands: list  # [(band, Asset)]
+    item: dict = None  # the STAC item, saved as item.json (band scale and offset, platform)
+    granule_metadata: Asset = None  # Earth Search's granule_metadata.xml (the angle grids)
 
 
 class _ProductFailure(Exception):
@@ -101,6 +103,9 @@ def download(footprints, folder, options, session, progress, is_cancelled, log):
             results.append(common.failed(footprint, str(failure)))
     if not plans:
         return results
+    plans = [plan for plan in plans if _save_metadata(plan, session, results)]
+    if not plans:
+        return results
     if area is None:
         return results + _whole(plans, session, options.parallel, progress, is_cancelled, log)
     log(f"STAC: reading the AOI window of {sum(len(p.bands) for p in plans)} band file(s) with range requests.")
@@ -108,7 +113,7 @@ def download(footprints, folder, options, session, progress, is_cancelled, log):
 
 
 def _plan(footprint, bands, folder, session):
-    assets = _assets(footprint, session)
+    assets, item = _assets(footprint, session)
     wanted = bands or [band for band in ASSET_KEYS if _asset_for(band, assets) is not None]
     if not wanted:
         raise _ProductFailure("its STAC item has no Sentinel-2 band assets.")
@@ -121,7 +126,32 @@ def _plan(footprint, bands, folder, session):
             raise _ProductFailure(f"its band files are in a requester-pays bucket ({asset.href}), which cannot be "
                                   f"read over HTTP; download it with SOURCE=aws.")
         chosen.append((band, asset))
-    return Plan(footprint, os.path.join(folder, common.stem(footprint.name)), chosen)
+    return Plan(footprint, os.path.join(folder, common.stem(footprint.name)), chosen, item,
+                assets.get("granule_metadata"))
+
+
+def _save_metadata(plan, session, results):
+    """Write item.json and fetch granule_metadata.xml into the product folder (what sentinel2:biophysical reads:
+    band scale and offset, platform, angle grids); False, with a failed result, when that cannot be done."""
+    try:
+        os.makedirs(plan.folder, exist_ok=True)
+        if plan.item is not None:
+            temp = os.path.join(plan.folder, ".item.json.part")
+            with open(temp, "w", encoding="utf-8") as handle:
+                json.dump(plan.item, handle)
+            os.replace(temp, os.path.join(plan.folder, "item.json"))
+        target = os.path.join(plan.folder, "granule_metadata.xml")
+        if plan.granule_metadata is not None and not os.path.isfile(target):
+            asset = plan.granule_metadata
+            transfer.fetch_to_file(asset.href, target, session, asset.size, asset.checksum,
+                                   name=f"{common.stem(plan.footprint.name)} granule metadata")
+        return True
+    except S2Error as error:
+        results.append(common.failed(plan.footprint, f"its granule metadata could not be fetched: "
+                                                     f"{str(error).rstrip('.')}."))
+    except OSError as error:
+        results.append(common.failed(plan.footprint, f"could not write {error.filename} ({error.strerror})."))
+    return False
 
 
 def _asset_for(band, assets):
@@ -133,21 +163,26 @@ def _asset_for(band, assets):
 
 
 def _assets(footprint, session):
-    """{key: Asset}: from the footprint when the search left them there, else from its STAC item."""
+    """({key: Asset}, item or None): from the STAC item when the footprint links one (its properties are saved
+    too), else from the asset links the search left in the footprint."""
     hrefs = (footprint.extra or {}).get("assets")
-    if hrefs:
-        return {key: Asset(href) for key, href in hrefs.items() if href}
     url = footprint.download_url or ""
     if not url.startswith(("http://", "https://")):
+        if hrefs:
+            return {key: Asset(href) for key, href in hrefs.items() if href}, None
         raise _ProductFailure("its footprint has neither band assets nor a STAC item link; search again.")
     try:
         response = http.fetch(session, "GET", url, "STAC", headers={"Accept": "application/geo+json"})
-        assets = response.json()["assets"]
+        item = response.json()
+        assets = item["assets"]
     except S2Error as error:
+        if hrefs:  # the bands are known; only the item's properties are missing
+            return {key: Asset(href) for key, href in hrefs.items() if href}, None
         raise _ProductFailure(f"its STAC item could not be read: {str(error).rstrip('.')}.") from None
     except (ValueError, KeyError, TypeError):
         raise _ProductFailure(f"{http.host_of(url)} did not answer a STAC item at {http.redact_url(url)}.") from None
-    return {key: _asset(value) for key, value in assets.items() if isinstance(value, dict) and value.get("href")}
+    found = {key: _asset(value) for key, value in assets.items() if isinstance(value, dict) and value.get("href")}
+    return found, item
 
 
 def _asset(value):
