@@ -150,7 +150,7 @@ class BiophysicalAlgorithm(Sentinel2Algorithm):
 
     def _outputs(self, output, products, outputs, failed, context, feedback):
         failures = failure_results(failed, feedback)
-        if failed and not products:
+        if failed and not products:  # nothing to show: fail, so scripts and job arrays see a non-zero exit
             raise S2Error(f"No product could be processed ({len(failed)} failed); first: "
                           f"{failures['FAILED'].splitlines()[0]}")
         layers = []

@@ -11,7 +11,8 @@ from ..plugin.engine.version import plugin_version
 ICON = os.path.join(os.path.dirname(__file__), "..", "ui", "icons", "sentinel2.svg")
 MODELS = os.path.join(os.path.dirname(__file__), "..", "models")
 # The shipped models: file name (also the name scripts type: sentinel2:<name>) -> the title the toolbox shows.
-SHIPPED_MODELS = {"search_download_sen2cor": "Search, download and Sen2Cor (Level-1C to Level-2A)"}
+SHIPPED_MODELS = {"search_download_sen2cor": "Search, download and Sen2Cor (Level-1C to Level-2A)",
+                  "search_download_sen2cor_biophysical": "Search, download, Sen2Cor and biophysical variables"}
 
 
 class Sentinel2Provider(QgsProcessingProvider):

@@ -8,6 +8,7 @@
 #   4. sen2cor   Level-1C -> Level-2A with the stand-in Sen2Cor (tests/standins/L2A_Process) and the demo GIPP
 #   5. l3a       monthly L3A mosaics of data/demo/l3a_berlin.geojson from the local replica of DLR's server
 #   6. model     the shipped model models/search_download_sen2cor.model3, run by file (steps 2-4 in one call)
+#   7. biophysical LAI, FAPAR and FCOVER of step 4's Level-2A products (S2 Toolbox networks), COGs + quality bands
 #
 # The services are the replicas the tests use (scripts/demo_services.py, one background process, stopped on
 # exit); everything is written under build/demo (DEMO_DIR), with a profile and auth database of its own.
@@ -187,7 +188,7 @@ fi
 # ---- demo: the local replicas --------------------------------------------------------------------------------------
 AOI=${AOI:-$ROOT/data/demo/gers_toulouse.geojson}
 echo "demo: the whole chain, headless, against local replicas of the services; outputs in $OUT"
-rm -rf "$OUT/l1c" "$OUT/l2a" "$OUT/l3a" "$OUT/model"
+rm -rf "$OUT/l1c" "$OUT/l2a" "$OUT/l3a" "$OUT/model" "$OUT/biophysical"
 tiles_step "$AOI"
 
 # The local services, in one background process stopped on exit.
@@ -266,6 +267,25 @@ run model "$ROOT/models/search_download_sen2cor.model3" area="$AOI" start=2023-0
     download:downloads="$OUT/model/l1c" sen2cor:l2a="$OUT/model/l2a"
 echo "MODEL: $(find "$OUT/model/l1c" -maxdepth 1 -name '*.SAFE' | wc -l) Level-1C products in $OUT/model/l1c," \
      "$(find "$OUT/model/l2a" -maxdepth 1 -name '*.SAFE' | wc -l) Level-2A products in $OUT/model/l2a"
+
+step 7 "Biophysical variables (S2 Toolbox networks) of the Level-2A products of step 4"
+run biophysical sentinel2:biophysical INPUT_FOLDER="$OUT/l2a" VARIABLES=LAI VARIABLES=FAPAR VARIABLES=FCOVER \
+    RESOLUTION=20 OUTPUT_FOLDER="$OUT/biophysical"
+"$PYTHON" - "$OUT/biophysical" "$(result biophysical FAILED_COUNT)" <<'PY'
+import os
+import sys
+
+import numpy as np
+from osgeo import gdal
+
+folder, failed = sys.argv[1], sys.argv[2]
+files = sorted(n for n in os.listdir(folder) if n.endswith(".tif"))
+lai = [gdal.Open(os.path.join(folder, n)).ReadAsArray() for n in files if "_LAI_" in n]
+values = np.concatenate([a[np.isfinite(a)] for a in lai]) if lai else np.array([])
+print(f"BIOPHYSICAL: {len(files)} COGs for {len(lai)} products in {folder} (failed: {failed}); LAI of the clear "
+      f"pixels {values.min():.2f} to {values.max():.2f} (median {np.median(values):.2f})" if values.size else
+      f"BIOPHYSICAL: {len(files)} COGs, no clear pixel")
+PY
 
 echo
 echo "demo: done in $((SECONDS - STARTED)) s; outputs in $OUT"

@@ -105,6 +105,38 @@ def product_fields(product):
     }
 
 
+def tile_angles(tile):
+    """A ``Tile_Angles`` block shaped like ESA's (sun grid, viewing grids of 13 bands x 2 detectors that meet in
+    the middle of the tile, NaN where a detector does not see), with smooth synthetic values: a June morning sun
+    over southern France and a view zenith growing from the swath centre."""
+    def grid(tag, value):
+        rows = "\n".join("            <VALUES>" + " ".join(value(r, c) for c in range(23)) + "</VALUES>"
+                         for r in range(23))
+        return (f"        <{tag}>\n          <COL_STEP unit=\"m\">5000</COL_STEP>\n          <ROW_STEP unit=\"m\">5000"
+                f"</ROW_STEP>\n          <Values_List>\n{rows}\n          </Values_List>\n        </{tag}>")
+
+    def sun(tag, start, across, down):
+        return grid(tag, lambda r, c: f"{start + across * c + down * r:.4f}")
+
+    def view(detector, tag):
+        west = detector == 1
+        def value(r, c):
+            if (c > 12) if west else (c < 10):
+                return "NaN"
+            if tag == "Zenith":
+                return f"{2.0 + 0.45 * abs(c - 11) + 0.01 * r:.4f}"
+            return f"{(285.0 if west else 105.0) + 0.05 * r:.4f}"
+        return grid(tag, value)
+
+    parts = ["    <Tile_Angles metadataLevel=\"Standard\">", "      <Sun_Angles_Grid>",
+             sun("Zenith", 27.0, 0.02, 0.03), sun("Azimuth", 128.0, 0.09, -0.02), "      </Sun_Angles_Grid>"]
+    for band in range(13):
+        for detector in (1, 2):
+            parts += [f"      <Viewing_Incidence_Angles_Grids bandId=\"{band}\" detectorId=\"{detector}\">",
+                      view(detector, "Zenith"), view(detector, "Azimuth"), "      </Viewing_Incidence_Angles_Grids>"]
+    return "\n".join(parts + ["    </Tile_Angles>"])
+
+
 def safe_files(product):
     """{relative path: bytes, or None for a folder} of the .SAFE product ``product`` lists."""
     f = product_fields(product)
@@ -115,7 +147,7 @@ def safe_files(product):
     offsets = "\n".join(f'        <RADIO_ADD_OFFSET band_id="{index}">-1000</RADIO_ADD_OFFSET>'
                         for index in range(len(BANDS) - 1))
     values = dict(f, zone=str(tile.zone), hemisphere="N" if tile.epsg < 32700 else "S", epsg=str(tile.epsg),
-                  ulx=f"{tile.ulx:.0f}", uly=f"{tile.uly:.0f}", offsets=offsets,
+                  ulx=f"{tile.ulx:.0f}", uly=f"{tile.uly:.0f}", offsets=offsets, tile_angles=tile_angles(tile),
                   image_files="\n".join(f"            <IMAGE_FILE>{image}</IMAGE_FILE>" for image in images))
     mtd = _template("MTD_MSIL1C.xml").substitute(values).encode()
     values.update(mtd_size=str(len(mtd)), mtd_md5=hashlib.md5(mtd).hexdigest())

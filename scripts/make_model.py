@@ -1,4 +1,5 @@
-"""Write models/search_download_sen2cor.model3: search -> download -> sen2cor as one graphical model.
+"""Write the shipped graphical models: models/search_download_sen2cor.model3 (search -> download -> sen2cor) and
+models/search_download_sen2cor_biophysical.model3 (the same, then sentinel2:biophysical on the Level-2A products).
 
 The model is data (a .model3 file users open in the modeler); this script is how it is made, so a change of
 the chain is a reviewed change of code. Run with the project venv (it has qgis and pytest):
@@ -9,7 +10,7 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODEL = os.path.join(ROOT, "models", "search_download_sen2cor.model3")
+MODELS = os.path.join(ROOT, "models")
 
 
 def main():
@@ -25,24 +26,26 @@ def main():
 
     plugin = classFactory(None)
     plugin.initProcessing()
-    model = build()
-    errors = [e for child in model.childAlgorithms().values() for e in ([] if child.algorithm() else [child.childId()])]
-    if errors:
-        raise SystemExit(f"unknown child algorithms: {errors}")
-    if not model.toFile(MODEL):
-        raise SystemExit(f"could not write {MODEL}")
-    print(MODEL)
+    for model in (build(), build(biophysical=True)):
+        errors = [child.childId() for child in model.childAlgorithms().values() if not child.algorithm()]
+        if errors:
+            raise SystemExit(f"unknown child algorithms: {errors}")
+        path = os.path.join(MODELS, f"{model.name()}.model3")
+        if not model.toFile(path):
+            raise SystemExit(f"could not write {path}")
+        print(path)
     plugin.unload()
     app.exitQgis()
 
 
-def build():
+def build(biophysical=False):
     from qgis.core import (
         QgsProcessing,
         QgsProcessingModelAlgorithm,
         QgsProcessingModelParameter,
         QgsProcessingParameterAuthConfig,
         QgsProcessingParameterDateTime,
+        QgsProcessingParameterEnum,
         QgsProcessingParameterFeatureSource,
         QgsProcessingParameterFile,
         QgsProcessingParameterNumber,
@@ -55,8 +58,9 @@ def build():
 
     # The name is also the id (sentinel2:search_download_sen2cor): no spaces, so scripts can type it. The toolbox
     # shows the title the provider gives it (processing_provider/provider.py: SHIPPED_MODELS).
-    model = QgsProcessingModelAlgorithm("search_download_sen2cor", "Workflows")
-    model.setHelpContent({
+    model = QgsProcessingModelAlgorithm("search_download_sen2cor" + ("_biophysical" if biophysical else ""),
+                                        "Workflows")
+    help_content = {
         "ALG_DESC": (
             "From an area and dates to Level-2A products in one run: searches the Copernicus Data Space (or the "
             "catalogue at Catalogue URL) for Level-1C products over the area and dates, downloads them with your "
@@ -76,7 +80,19 @@ def build():
         "l2a": "Where the Level-2A products go.",
         "EXAMPLES": ("qgis_process run sentinel2:search_download_sen2cor -- area=area.geojson start=2023-06-01 "
                      "end=2023-06-30 max_cloud=30 auth=<id> download:downloads=/data/l1c sen2cor:l2a=/data/l2a"),
-    })
+    }
+    if biophysical:
+        help_content.update({
+            "ALG_DESC": help_content["ALG_DESC"] + (
+                " Then estimates the chosen biophysical variables (LAI, FAPAR, FCOVER, CCC, CWC) on the Level-2A "
+                "products over the area, with the S2 Toolbox networks, and loads them styled."),
+            "variables": "The biophysical variables to estimate (20 m networks).",
+            "biophysical": "Where the variable layers and quality bands go (a folder or s3://bucket/prefix).",
+            "EXAMPLES": ("qgis_process run sentinel2:search_download_sen2cor_biophysical -- area=area.geojson "
+                         "start=2023-06-01 end=2023-06-30 max_cloud=30 auth=<id> variables=LAI variables=FAPAR "
+                         "download:downloads=/data/l1c sen2cor:l2a=/data/l2a biophysical:biophysical=/data/bio"),
+        })
+    model.setHelpContent(help_content)
     inputs = [
         QgsProcessingParameterFeatureSource("area", "Area of interest", [QgsProcessing.TypeVectorAnyGeometry]),
         QgsProcessingParameterDateTime("start", "Start date", QgsProcessingParameterDateTime.Date),
@@ -89,6 +105,11 @@ def build():
         QgsProcessingParameterFile("sen2cor", "Sen2Cor executable (empty: find it)", optional=True,
                                    fileFilter="All files (*)"),
     ]
+    if biophysical:
+        variables = QgsProcessingParameterEnum("variables", "Biophysical variables", ["LAI", "FAPAR", "FCOVER",
+                                               "CCC", "CWC"], allowMultiple=True, defaultValue=["LAI"])
+        variables.setUsesStaticStrings(True)
+        inputs.append(variables)
     for index, definition in enumerate(inputs):
         parameter = QgsProcessingModelParameter(definition.name())
         parameter.setPosition(QPointF(120, 60 + 70 * index))
@@ -109,7 +130,16 @@ def build():
         "INPUT_FOLDER": Source.fromChildOutput("download", "OUTPUT_FOLDER"),
         "EXECUTABLE": Source.fromModelParameter("sen2cor"), "PARALLEL": Source.fromStaticValue(0)})
     sen2cor.setModelOutputs({"l2a": _output("l2a", "Level-2A products", "sen2cor", "OUTPUT_FOLDER")})
-    for child in (search, download, sen2cor):
+    children = [search, download, sen2cor]
+    if biophysical:
+        estimate = _child("sentinel2:biophysical", "biophysical", "Biophysical variables", 420, 660, {
+            "INPUT_FOLDER": Source.fromChildOutput("sen2cor", "OUTPUT_FOLDER"),
+            "VARIABLES": Source.fromModelParameter("variables"), "RESOLUTION": Source.fromStaticValue("20"),
+            "AOI": Source.fromModelParameter("area"), "PARALLEL": Source.fromStaticValue(0)})
+        estimate.setModelOutputs({"biophysical": _output("biophysical", "Biophysical variables", "biophysical",
+                                                         "OUTPUT_FOLDER")})
+        children.append(estimate)
+    for child in children:
         model.addChildAlgorithm(child)
     return model
 

@@ -334,6 +334,8 @@ def test_an_aoi_reads_only_its_window_and_a_new_area_is_computed_again(scenes, t
     assert again.todo == [] and list(again.skipped) == result.products
     other, _ = run(scenes["folder"], tmp_path, ["LAI"], area=area(x0 + 100, y0 - 100, 200), pattern="*N0509*")
     assert len(other.todo) == 1
+    _, away = run(scenes["folder"], tmp_path / "away", ["LAI"], area=area(x0 + 50000, y0, 100), pattern="*N0509*")
+    assert away.failed == {} and away.products == [] and away.outside == [result.products[0]]
     with pytest.raises(S2Error, match="the AOI does not overlap the product"):
         biophysical.process_product(scenes["sen2cor"], storage.output_for(str(tmp_path)), ["LAI"], 20,
                                     area(x0 + 50000, y0, 100))

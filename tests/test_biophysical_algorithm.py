@@ -21,7 +21,7 @@ from qgis.core import (
 )
 from test_download_algorithm import MASTER
 from test_sen2cor import GIPP_210, STANDIN, l1c_name, standin  # noqa: F401 (fixture)
-from test_sen2cor_algorithm import _products
+from test_sen2cor_algorithm import RecordingFeedback, _products
 
 ALGORITHM = "sentinel2:biophysical"
 
@@ -131,19 +131,9 @@ def keys(client, prefix):
     return sorted(o["Key"] for o in client.list_objects_v2(Bucket="results", Prefix=prefix).get("Contents", []))
 
 
-class Log(QgsProcessingFeedback):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def pushInfo(self, info):  # noqa: N802 (QGIS API name)
-        self.lines.append(info)
-        super().pushInfo(info)
-
-
 def test_variables_go_to_s3_with_the_auth_configuration(provider, scenes, bucket):
     client, authcfg = bucket
-    log = Log()
+    log = RecordingFeedback()
     context = QgsProcessingContext()
     result = _run({"INPUT_FOLDER": scenes, "VARIABLES": ["LAI"], "PRODUCT_FILTER": "*MSIL2A*",
                    "OUTPUT_AUTH": authcfg, "OUTPUT_FOLDER": "s3://results/lai"}, context, log)
@@ -151,11 +141,11 @@ def test_variables_go_to_s3_with_the_auth_configuration(provider, scenes, bucket
     assert keys(client, "lai/") == [f"lai/{name}_LAI_20m.tif", f"lai/{name}_QUALITY_20m.tif"]
     assert result["OUTPUT_LAYERS"][0] == f"/vsis3/results/lai/{name}_LAI_20m.tif"
     assert sorted(context.layersToLoadOnCompletion()) == sorted(result["OUTPUT_LAYERS"])
-    assert not any("secret-not-for-logs" in line for line in log.lines)
-    again = Log()
+    assert not any("secret-not-for-logs" in line for line in log.infos + log.warnings)
+    again = RecordingFeedback()
     _run({"INPUT_FOLDER": scenes, "VARIABLES": ["LAI"], "PRODUCT_FILTER": "*MSIL2A*", "OUTPUT_AUTH": authcfg,
           "OUTPUT_FOLDER": "s3://results/lai"}, feedback=again)
-    assert any(line.endswith("skipped, its files are already in the output folder") for line in again.lines)
+    assert any(line.endswith("skipped, its files are already in the output folder") for line in again.infos)
 
 
 def test_another_algorithms_folder_output_is_staged_and_uploaded(provider, bucket, standin, tmp_path):  # noqa: F811

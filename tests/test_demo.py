@@ -179,6 +179,9 @@ def test_make_demo_runs_the_whole_chain_from_a_fresh_clone(tmp_path):
     assert line("L3A FILES:").startswith("L3A FILES: 10 in ")
     # 6. the model
     assert line("MODEL:").startswith("MODEL: 1 Level-1C products") and "1 Level-2A products" in line("MODEL:")
+    # 7. biophysical variables of step 4's products
+    assert line("BIOPHYSICAL:").startswith("BIOPHYSICAL: 20 COGs for 5 products in ") and "(failed: 0)" in line(
+        "BIOPHYSICAL:")
     assert line("demo: done in ")
 
     # The files.

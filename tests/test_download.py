@@ -42,10 +42,10 @@ PRODUCT_FOLDERS = ["AUX_DATA", "HTML", "rep_info"]
 # ---- products: synthetic SAFEs in the real layout, zipped as the Data Space delivers them -----------------------
 
 
-def safe_zip(folder, name, pad=0, strip=False, seed=0):
+def safe_zip(folder, name, pad=0, strip=False, seed=0, origin=None):
     """The zip of an L1C product named ``name`` (make_l1c's real metadata); ``pad`` random bytes more in its B02
     image (size for slow transfers); ``strip`` drops the empty folders copies from buckets lose."""
-    root = make_l1c(str(folder), name)
+    root = make_l1c(str(folder), name, origin)
     if pad:
         band = next(p for p in safe.inspect(root).band_files.values() if p.endswith("_B02.jp2"))
         with open(band, "ab") as stream:

@@ -52,8 +52,10 @@ def _image_files():
         return re.findall(r"<IMAGE_FILE>([^<]+)</IMAGE_FILE>", f.read())
 
 
-def make_l1c(folder, name=L1C):
-    """An L1C product as ESA distributes it: metadata, datastrip, one granule with every band."""
+def make_l1c(folder, name=L1C, origin=None):
+    """An L1C product as ESA distributes it: metadata, datastrip, one granule with every band. ``origin``
+    (epsg, x, y): the granule's geocoding moved there (the real tile metadata is of T23LLF), so that the small
+    images a stand-in writes lie where a test's area is."""
     root = os.path.join(folder, name)
     _write(os.path.join(root, "manifest.safe"), '<?xml version="1.0"?><xfdu:XFDU xmlns:xfdu="urn:ccsds:'
                                                  'schema:xfdu:1" version="esa/safe/sentinel/1.1/sentinel-2/msi/'
@@ -69,6 +71,12 @@ def make_l1c(folder, name=L1C):
     os.makedirs(os.path.join(root, "DATASTRIP", DATASTRIP, "QI_DATA"))
     granule = os.path.join(root, "GRANULE", GRANULE)
     shutil.copy(MTD_TL, _mkdirs(granule, "MTD_TL.xml"))
+    if origin:
+        with open(MTD_TL, encoding="utf-8") as handle:
+            text = handle.read().replace("EPSG:32723", f"EPSG:{origin[0]}")
+        text = re.sub(r"<ULX>[^<]*</ULX>", f"<ULX>{origin[1]:.0f}</ULX>", text)
+        text = re.sub(r"<ULY>[^<]*</ULY>", f"<ULY>{origin[2]:.0f}</ULY>", text)
+        _write(os.path.join(granule, "MTD_TL.xml"), text)
     for image in _image_files():
         _write(os.path.join(root, image + ".jp2"), _jp2())
     _write(os.path.join(granule, "AUX_DATA", "AUX_ECMWFT"), os.urandom(500))

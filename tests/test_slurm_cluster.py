@@ -220,6 +220,38 @@ def test_maja_array_makes_what_a_local_run_makes(qgis_process, slurm_cluster, si
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Biophysical variables
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_biophysical_array_makes_what_a_local_run_makes(qgis_process, slurm_cluster, tmp_path):  # noqa: F811
+    import l2adata
+    from osgeo import gdal
+
+    folder = tmp_path / "l2a"
+    folder.mkdir()
+    l2adata.sen2cor_product(str(folder))
+    l2adata.maja_product(str(folder))
+    common = {"INPUT_FOLDER": str(folder), "VARIABLES": ["LAI", "CCC"]}
+    local = qgis_process.run_alg("sentinel2:biophysical", dict(common, OUTPUT_FOLDER=str(tmp_path / "local")))
+    out = str(tmp_path / "cluster")
+    result = qgis_process.run_alg("sentinel2:biophysical", dict(common, OUTPUT_FOLDER=out, EXECUTOR="slurm"))
+    local.check()
+    result.check()
+    job_id = result.results["JOB_ID"]
+    assert job_id.isdigit() and result.results["FAILED_COUNT"] == 0
+    assert result.results["PRODUCTS"] == local.results["PRODUCTS"] and len(result.results["PRODUCTS"].split(";")) == 2
+    made = sorted(f for f in os.listdir(out) if f.endswith(".tif"))
+    assert made == sorted(os.listdir(tmp_path / "local")) and len(made) == 6
+    for name in made:
+        ours, theirs = gdal.Open(os.path.join(out, name)), gdal.Open(str(tmp_path / "local" / name))
+        assert ours.ReadAsArray().tobytes() == theirs.ReadAsArray().tobytes()
+    with open(os.path.join(out, "slurm-biophysical.sh")) as handle:
+        script = handle.read()
+    assert "#SBATCH --array=0-1\n" in script and "#SBATCH --mem=2048M\n" in script
+    assert "VARIABLES=LAI" in script and "VARIABLES=CCC" in script
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Last: the task over its time limit
 # ---------------------------------------------------------------------------------------------------------------
 

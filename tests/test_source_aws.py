@@ -15,14 +15,13 @@ import http.server
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import threading
 import time
 import warnings
 
 import pytest
+import s3server
 from osgeo import gdal
 
 from sentinel2_pipeline.plugin.engine import safe
@@ -154,45 +153,21 @@ PRODUCT = Product(NAME)
 
 # ---- servers --------------------------------------------------------------------------------------------------
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def moto_url():
     """moto's standalone server in its own process, with the bucket and two products."""
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(port)
-        s3 = boto3.client("s3", endpoint_url=url, region_name="eu-central-1", aws_access_key_id="setup",
-                          aws_secret_access_key="setup")
-        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
-        for product in (PRODUCT, Product(INCOMPLETE, absent={f"{Product(INCOMPLETE).tile_path}/B05.jp2"})):
-            for key, (body, public) in product.objects().items():
-                s3.put_object(Bucket=BUCKET, Key=key, Body=body, ACL="public-read" if public else "private")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
-        with warnings.catch_warnings():  # collect sentinelhub's unclosed clients here, quietly (see pytestmark)
-            warnings.simplefilter("ignore", ResourceWarning)
-            gc.collect()
-
-
-def wait_for(port, seconds=30):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    with s3server.moto_server() as url:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("moto's server did not start")
+            s3 = s3server.client(url)
+            s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": s3server.REGION})
+            for product in (PRODUCT, Product(INCOMPLETE, absent={f"{Product(INCOMPLETE).tile_path}/B05.jp2"})):
+                for key, (body, public) in product.objects().items():
+                    s3.put_object(Bucket=BUCKET, Key=key, Body=body, ACL="public-read" if public else "private")
+            yield url
+        finally:
+            with warnings.catch_warnings():  # collect sentinelhub's unclosed clients here, quietly (see pytestmark)
+                warnings.simplefilter("ignore", ResourceWarning)
+                gc.collect()
 
 
 class Gate(http.server.ThreadingHTTPServer):

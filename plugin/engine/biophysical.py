@@ -23,7 +23,7 @@ import threading
 
 import numpy as np
 
-from . import l2a, networks
+from . import gdalcache, l2a, networks
 from .callbacks import check_cancelled, never_cancelled, no_progress
 from .errors import Cancelled, ParameterError, S2Error
 
@@ -36,9 +36,17 @@ QUALITY_BITS = {1: "no data", 2: "saturated or defective", 4: "cloud", 8: "cirru
 PIXELS_PER_STRIP = 1 << 18  # about 60 MB of inputs, intermediates and results per strip in flight
 COG_OPTIONS = ["COMPRESS=DEFLATE", "LEVEL=1", "BLOCKSIZE=512", "OVERVIEWS=AUTO", "NUM_THREADS=ALL_CPUS",
                "BIGTIFF=IF_SAFER"]
-STAGING_OPTIONS = ["TILED=YES", "BLOCKXSIZE=512", "BLOCKYSIZE=512", "BIGTIFF=IF_SAFER"]
+# Staging files in strips of rows: each block is complete as soon as its rows are written, so none waits in the
+# cache for rows of later strips.
+STAGING_OPTIONS = ["BIGTIFF=IF_SAFER"]
+SOURCE_BLOCK_ROWS = 1024  # Sen2Cor's JPEG 2000 tiles: a row of them, for every band, stays decoded in the cache
 AREA_KEY = "BIOPHYSICAL_AREA"
 MEMORY_PER_PRODUCT = 700 * 1024 * 1024
+
+
+class OutsideArea(S2Error):
+    """The AOI does not meet this product: nothing to compute, and not a failure (a folder may hold several
+    tiles)."""
 
 
 @dataclasses.dataclass
@@ -65,6 +73,7 @@ class BatchResult:
     products: list = dataclasses.field(default_factory=list)  # product names made or found
     outputs: dict = dataclasses.field(default_factory=dict)  # name -> [locations]
     failed: dict = dataclasses.field(default_factory=dict)  # name -> sentence
+    outside: list = dataclasses.field(default_factory=list)  # names of products the AOI does not meet
 
 
 def output_names(name, variables, resolution):
@@ -144,6 +153,9 @@ def execute(work, progress=None, is_cancelled=None, log=None):
                 log(f"{name}: {', '.join(work.variables)} written")
             except Cancelled:
                 continue
+            except OutsideArea:
+                result.outside.append(name)
+                log(f"{name}: left out, the AOI does not meet it")
             except S2Error as error:
                 result.failed[name] = str(error).removeprefix(f"{name}: ")
                 log(f"{name}: failed, {result.failed[name]}")
@@ -164,7 +176,7 @@ def process_product(path, output, variables, resolution, area_wkt=None, progress
     nets = [networks.load(v, folder, resolution) for v in variables]
     grid = l2a.product_grid(product, resolution, area_wkt)
     if grid is None:
-        raise S2Error(f"{product.name}: the AOI does not overlap the product.")
+        raise OutsideArea(f"{product.name}: the AOI does not overlap the product.")
     angle_grids = l2a.read_angles(product, grid)
     for line in product.notes:
         if log:
@@ -172,27 +184,36 @@ def process_product(path, output, variables, resolution, area_wkt=None, progress
     names = output_names(product.name, variables, resolution)
     staging = output.staging_folder()
     temps = [os.path.join(staging, f".{n}.part") for n in names]
+    metadata = {AREA_KEY: area_digest(area_wkt), "PRODUCT": product.name, "NETWORKS": f"S2 Toolbox 3.0 {folder}"}
+    # a row of decoded source tiles of every band stays in the cache; nothing else needs to
+    cache = 2 * len(networks.BANDS[resolution]) * grid.width * SOURCE_BLOCK_ROWS * 2
     try:
-        _compute(product, grid, angle_grids, nets, temps, progress, is_cancelled, threads,
-                 {AREA_KEY: area_digest(area_wkt), "PRODUCT": product.name, "NETWORKS": f"S2 Toolbox 3.0 {folder}"})
-        for temp, name in zip(temps, names):
-            check_cancelled(is_cancelled)
-            _to_cog(temp, os.path.join(staging, f".{name}.cog"))
-        published = []
-        try:  # the quality band last: a product counts as done only when all its files are there
-            for name in names:
+        with gdalcache.bounded(max(64 << 20, cache)):
+            _compute(product, grid, angle_grids, nets, temps, progress, is_cancelled, threads, metadata)
+            for temp, name in zip(temps, names):  # one at a time: two side by side cost 170 MB more (make bench)
                 check_cancelled(is_cancelled)
-                published.append(output.publish(os.path.join(staging, f".{name}.cog"), name))
-        except S2Error:
-            for name in names[:len(published)]:
-                output.withdraw(name)
-            raise
-        return published
+                _to_cog(temp, os.path.join(staging, f".{name}.cog"))
+        return _publish(output, staging, names, is_cancelled)
     finally:
         for temp in temps:
             for leftover in (temp, temp.replace(".part", ".cog")):
                 if os.path.exists(leftover):
                     os.remove(leftover)
+
+
+def _publish(output, staging, names, is_cancelled):
+    """Publish a product's files, the quality band last: it counts as done only when all are there; a failure
+    takes back what was published."""
+    published = []
+    try:
+        for name in names:
+            check_cancelled(is_cancelled)
+            published.append(output.publish(os.path.join(staging, f".{name}.cog"), name))
+    except S2Error:
+        for name in names[:len(published)]:
+            output.withdraw(name)
+        raise
+    return published
 
 
 def _compute(product, grid, angle_grids, nets, temps, progress, is_cancelled, threads, metadata):
@@ -201,8 +222,10 @@ def _compute(product, grid, angle_grids, nets, temps, progress, is_cancelled, th
     bands = networks.BANDS[int(grid.resolution)]
     rows_per_strip = max(16, min(512, PIXELS_PER_STRIP // max(grid.width, 1)) // 16 * 16)
     strips = [(row, min(rows_per_strip, grid.height - row)) for row in range(0, grid.height, rows_per_strip)]
-    outputs = [_create(temp, grid, gdal.GDT_Float32, net.variable, metadata) for temp, net in zip(temps, nets)]
-    quality = _create(temps[-1], grid, gdal.GDT_UInt16, "QUALITY", metadata)
+    options = STAGING_OPTIONS + [f"BLOCKYSIZE={rows_per_strip}"]  # one block per strip and file
+    outputs = [_create(temp, grid, gdal.GDT_Float32, net.variable, metadata, options)
+               for temp, net in zip(temps, nets)]
+    quality = _create(temps[-1], grid, gdal.GDT_UInt16, "QUALITY", metadata, options)
     local = threading.local()
 
     def strip(row, rows):
@@ -278,10 +301,10 @@ def compute_strip(reader, bands, angle_grids, nets, row, rows):
     return values, bits.reshape(rows, width)
 
 
-def _create(path, grid, kind, variable, metadata):
+def _create(path, grid, kind, variable, metadata, options):
     from osgeo import gdal
 
-    dataset = gdal.GetDriverByName("GTiff").Create(path, grid.width, grid.height, 1, kind, STAGING_OPTIONS)
+    dataset = gdal.GetDriverByName("GTiff").Create(path, grid.width, grid.height, 1, kind, options)
     if dataset is None:
         raise S2Error(f"Cannot create {path}: {gdal.GetLastErrorMsg()}")
     dataset.SetGeoTransform(grid.transform)

@@ -29,10 +29,9 @@ import math
 import os
 import shutil
 import tempfile
-import threading
 import zipfile
 
-from . import files, grid
+from . import files, gdalcache, grid
 from . import geometry as geom
 from .callbacks import check_cancelled, never_cancelled, no_progress, scaled
 from .errors import Cancelled, ParameterError, S2Error, ServiceError
@@ -1053,36 +1052,10 @@ def _decoding_threads():
         gdal.SetThreadLocalConfigOption("GDAL_NUM_THREADS", saved)
 
 
-class _CacheLimit:
-    """Lowers GDAL's block cache while DEMs are written, and restores it when the last writer is done (writers may
-    run in parallel threads, and the cache is global)."""
-
-    lock = threading.Lock()
-    users = 0
-    saved = None
-
-
-@contextlib.contextmanager
 def _bounded_cache(width):
-    """A merge reads each block once and writes each once: a large cache (GDAL's default is 5 % of RAM) only holds
-    blocks that are never used again. 64 MB, or 4 KB per column for very wide mosaics (two rows of output blocks
-    and a row of source blocks must fit), keeps memory flat, which matters on shared HPC nodes."""
-    from osgeo import gdal
-
-    limit = max(64 << 20, width * 4096)
-    with _CacheLimit.lock:
-        if _CacheLimit.users == 0:
-            _CacheLimit.saved = gdal.GetCacheMax()
-        _CacheLimit.users += 1
-        if limit < gdal.GetCacheMax():
-            gdal.SetCacheMax(limit)
-    try:
-        yield
-    finally:
-        with _CacheLimit.lock:
-            _CacheLimit.users -= 1
-            if _CacheLimit.users == 0:
-                gdal.SetCacheMax(_CacheLimit.saved)
+    """A merge reads each block once and writes each once: 64 MB, or 4 KB per column for very wide mosaics (two
+    rows of output blocks and a row of source blocks must fit), keeps memory flat."""
+    return gdalcache.bounded(max(64 << 20, width * 4096))
 
 
 # --- the Sen2Cor folder -------------------------------------------------------------------------------------

@@ -275,7 +275,7 @@ def script_text(job, options, qgis_process, environ=None, now=None):
 
 def _header(job, options, now):
     stamp = (now or dt.datetime.now()).isoformat(timespec="seconds")
-    unit = "product" if job.kind == "sen2cor" else "tile"
+    unit = "tile" if job.kind == "maja" else "product"
     return ["#!/bin/bash"] + [f"#SBATCH {line}" for line in _directives(job, options)] + [
         "#", f"# Written by the Sentinel-2 Pipeline QGIS plugin ({job.algorithm} with EXECUTOR=slurm) on {stamp}.",
         f"# One task per {unit}: each runs {job.algorithm} headless with {job.task_parameter}=<its value> and "
