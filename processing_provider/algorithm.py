@@ -92,6 +92,7 @@ class Sentinel2Algorithm(QgsProcessingAlgorithm):
             if not remote:
                 return self.process(parameters, context, feedback)
             staged = dict(parameters, **{name: output.staging_folder() for name, output in remote.items()})
+            self.remote = remote
             try:
                 results = self.process(staged, context, feedback)
                 return _published(remote, results, context, feedback)
@@ -108,6 +109,12 @@ class Sentinel2Algorithm(QgsProcessingAlgorithm):
 
     def process(self, parameters, context, feedback):
         raise NotImplementedError
+
+    def in_bucket(self, name):
+        """(S3 output, names under its prefix) when the folder parameter ``name`` is an s3:// location, so that a
+        re-run can skip what the bucket holds; (None, empty set) for a local folder."""
+        output = getattr(self, "remote", {}).get(name)
+        return (output, output.names()) if output is not None else (None, set())
 
     def _remote_folders(self, parameters, context):
         """{parameter: S3 output} of the folder outputs given as s3://..., checked before any work."""

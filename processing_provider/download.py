@@ -109,15 +109,36 @@ class DownloadAlgorithm(Sentinel2Algorithm):
             aoi_wkb=self._aoi(parameters, context, feedback, source),
             parallel=self.parameterAsInt(parameters, self.PARALLEL, context))
         folder = self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context)
+        footprints, stored = self._not_in_bucket(footprints, feedback)
+        if stored and not footprints:
+            return {self.OUTPUT_FOLDER: folder, self.PRODUCTS: ";".join(stored), self.DOWNLOADED: 0,
+                    self.SKIPPED: len(stored), **failure_results([], feedback)}
         progress, is_cancelled = engine_callbacks(feedback)
         with network.session() as session:
             summary = download.download(footprints, source, folder, options, session, progress, is_cancelled,
                                         feedback.pushInfo, unzip=self.parameterAsBoolean(parameters, self.UNZIP,
                                                                                          context))
         failed = [failure_line(result.footprint.name, result.reason) for result in summary.failed]
-        return {self.OUTPUT_FOLDER: folder, self.PRODUCTS: ";".join(summary.products),
-                self.DOWNLOADED: len(summary.downloaded), self.SKIPPED: len(summary.skipped),
+        return {self.OUTPUT_FOLDER: folder, self.PRODUCTS: ";".join(summary.products + stored),
+                self.DOWNLOADED: len(summary.downloaded), self.SKIPPED: len(summary.skipped) + len(stored),
                 **failure_results(failed, feedback)}
+
+    def _not_in_bucket(self, footprints, feedback):
+        """For an s3:// OUTPUT_FOLDER: the footprints whose product is not there yet, and the URLs of those that
+        are (a .SAFE folder, a zip, or a band folder of the product's name)."""
+        output, names = self.in_bucket(self.OUTPUT_FOLDER)
+        if output is None:
+            return footprints, []
+        todo, stored = [], []
+        for footprint in footprints:
+            stem = footprint.name[:-5] if footprint.name.upper().endswith(".SAFE") else footprint.name
+            found = next((n for n in (stem + ".SAFE", stem + ".zip", stem) if n in names), None)
+            if found:
+                feedback.pushInfo(f"{stem}: skipped, {output.url_of(found)} is already in the bucket")
+                stored.append(output.url_of(found))
+            else:
+                todo.append(footprint)
+        return todo, stored
 
     def _aoi(self, parameters, context, feedback, source):
         if parameters.get(self.AOI) in (None, ""):

@@ -14,6 +14,7 @@ from qgis.core import (
 )
 
 from ..plugin.engine.errors import S2Error
+from ..plugin.engine.files import product_stem
 from ..plugin.layers import load_on_completion
 from .algorithm import FAILED, Sentinel2Algorithm, advanced, engine_callbacks, failure_results
 from .lazy import engine_module
@@ -126,12 +127,23 @@ class Sen2CorAlgorithm(Sentinel2Algorithm):
             self._options(parameters, context),
             executable=self.parameterAsFile(parameters, self.EXECUTABLE, context) or None,
             setting=QgsSettings().value(sen2cor.SETTING_KEY, "", type=str) or None)
+        self._skip_what_the_bucket_holds(batch, feedback)
         feedback.pushInfo(batch.describe())
         for note in batch.notes:
             feedback.pushWarning(note)
         for name, l2a in batch.skipped.items():
             feedback.pushInfo(f"{name}: skipped, {os.path.basename(l2a)} is already in the output folder")
         return batch
+
+    def _skip_what_the_bucket_holds(self, batch, feedback):
+        """For an s3:// OUTPUT_FOLDER: products whose L2A (same datatake) is in the bucket are not run again."""
+        output, names = self.in_bucket(self.OUTPUT_FOLDER)
+        stored = {sen2cor.datatake(n): n for n in names if n.endswith(".SAFE") and "_MSIL2A_" in n}
+        for path in list(batch.todo):
+            l2a = stored.get(sen2cor.datatake(path))
+            if l2a:
+                batch.todo.remove(path)
+                batch.skipped[product_stem(path)] = output.url_of(l2a)
 
     def _on_slurm(self, parameters, context, feedback):
         """EXECUTOR=slurm: collect the job remembered in OUTPUT_FOLDER, or plan and submit one task per product."""
@@ -164,7 +176,7 @@ class Sen2CorAlgorithm(Sentinel2Algorithm):
         if result.failed and not l2a:  # nothing to show: fail, so scripts and job arrays see a non-zero exit
             raise S2Error(f"Sen2Cor failed on every product ({len(result.failed)}); first: "
                           f"{failures[FAILED].splitlines()[0]}")
-        layers = [path for product in l2a for path in self._load(product, context)]
+        layers = [path for product in l2a if not product.startswith("s3://") for path in self._load(product, context)]
         feedback.pushInfo(f"{len(result.products)} made, {len(result.skipped)} already there, "
                           f"{len(result.failed)} failed.")
         return {self.OUTPUT_FOLDER: output_folder, self.PRODUCTS: ";".join(l2a), self.OUTPUT_LAYERS: layers,

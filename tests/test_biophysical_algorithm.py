@@ -19,6 +19,7 @@ from qgis.core import (
     QgsRasterLayer,
     QgsVectorLayer,
 )
+from servers import http_server  # noqa: F401 (fixture)
 from test_download_algorithm import MASTER
 from test_sen2cor import GIPP_210, STANDIN, l1c_name, standin  # noqa: F401 (fixture)
 from test_sen2cor_algorithm import RecordingFeedback, _products
@@ -160,6 +161,45 @@ def test_another_algorithms_folder_output_is_staged_and_uploaded(provider, bucke
     assert all(layer.startswith("/vsis3/results/l2a/") for layer in result["OUTPUT_LAYERS"])
     assert QgsRasterLayer(result["OUTPUT_LAYERS"][0], "tci").isValid()
     assert result["OUTPUT_FOLDER"] == "s3://results/l2a"
+    log = RecordingFeedback()
+    stored = keys(client, "l2a/")  # QGIS's reading above may have added the layer's .aux.xml
+    again = _run({"INPUT_FOLDER": str(tmp_path / "in"), "EXECUTABLE": STANDIN, "GIPP": GIPP_210,
+                  "OUTPUT_AUTH": authcfg, "OUTPUT_FOLDER": "s3://results/l2a"}, feedback=log,
+                 algorithm="sentinel2:sen2cor")
+    assert again["PRODUCTS"] == product and keys(client, "l2a/") == stored  # not run, nothing sent again
+    assert any(line.endswith(f"skipped, {product.rsplit('/', 1)[1]} is already in the output folder")
+               for line in log.infos)
+
+
+def test_a_download_to_s3_skips_the_products_the_bucket_holds(provider, bucket, tmp_path, http_server):  # noqa: F811
+    import json
+
+    from replicas import cogs
+
+    from sentinel2_pipeline.plugin.engine import footprints as footprints_module
+    from sentinel2_pipeline.plugin.engine.catalogs import stac as stac_catalogue
+
+    client, authcfg = bucket
+    bands = tmp_path / "bands"
+    l2adata.stac_product(str(bands))
+    with open(l2adata.ITEM, encoding="utf-8") as handle:
+        item = json.load(handle)
+    with cogs.RangeFileServer(str(bands / l2adata.STAC_NAME)) as files:
+        item["assets"] = {"red": {"href": files.url("B04.tif")}, "nir": {"href": files.url("B08.tif")}}
+        http_server.route("/item", json.dumps(item), headers={"Content-Type": "application/geo+json"})
+        footprint = stac_catalogue.item_footprint(item, "earth-search", "L2A")
+        footprint.download_url, footprint.name = http_server.url("/item"), l2adata.STAC_NAME
+        footprints_module.write_geojson([footprint], str(tmp_path / "footprints.geojson"))
+        params = {"INPUT": str(tmp_path / "footprints.geojson"), "SOURCE": "stac", "BANDS": ["B4", "B8"],
+                  "OUTPUT_AUTH": authcfg, "OUTPUT_FOLDER": "s3://results/downloads"}
+        first = _run(params, algorithm="sentinel2:download")
+        served = len(files.requests)
+        second = _run(params, algorithm="sentinel2:download")
+        assert len(files.requests) == served  # nothing read again
+    assert (first["DOWNLOADED"], second["DOWNLOADED"], second["SKIPPED"]) == (1, 0, 1)
+    assert first["PRODUCTS"] == second["PRODUCTS"] == f"s3://results/downloads/{l2adata.STAC_NAME}"
+    assert keys(client, "downloads/") == [f"downloads/{l2adata.STAC_NAME}/{n}" for n in
+                                          ("B04.tif", "B08.tif", "item.json")]
 
 
 def test_s3_and_slurm_do_not_mix(provider, scenes, bucket):

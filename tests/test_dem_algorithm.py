@@ -55,7 +55,7 @@ def run(parameters, feedback=None):
 def test_parameters_and_outputs_are_the_public_interface(provider):
     algorithm = QgsApplication.processingRegistry().algorithmById("sentinel2:mergedem")
     assert [p.name() for p in algorithm.parameterDefinitions()] == [
-        "AOI", "TILES", "DEM", "INPUT_RASTERS", "URL", "UTM_TILE", "OUTPUT", "SEN2COR_FOLDER"]
+        "AOI", "TILES", "DEM", "INPUT_RASTERS", "URL", "UTM_TILE", "OUTPUT", "OUTPUT_AUTH", "SEN2COR_FOLDER"]
     assert [o.name() for o in algorithm.outputDefinitions()] == ["OUTPUT", "SEN2COR_FOLDER", "DEM_TILES"]
     choice = algorithm.parameterDefinition("DEM")
     assert choice.options() == ["srtm-cgiar", "copernicus-30", "copernicus-90"] and choice.usesStaticStrings()

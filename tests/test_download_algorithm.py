@@ -316,4 +316,4 @@ def test_headless_stac_bands_clipped_to_an_aoi(qgis_process, http_server, tmp_pa
         assert files.sent < 0.05 * 2 * os.path.getsize(cog)
     folder = tmp_path / "out" / product.name
     assert result.results["PRODUCTS"] == str(folder) and result.results["DOWNLOADED"] == 1
-    assert sorted(os.listdir(folder)) == ["B04.tif", "B08.tif"]
+    assert sorted(os.listdir(folder)) == ["B04.tif", "B08.tif", "item.json"]  # item.json: for biophysical

@@ -485,10 +485,10 @@ def _split_done(l1c, output_folder):
     """(products to run, {name: existing L2A}); the full check only for names that share a datatake."""
     if not output_folder or not os.path.isdir(output_folder):
         return list(l1c), {}
-    keys = {_datatake(p) for p in safe.find_products(output_folder, level="L2A")}
+    keys = {datatake(p) for p in safe.find_products(output_folder, level="L2A")}
     todo, skipped = [], {}
     for path in l1c:
-        existing = safe.find_l2a_for(os.path.basename(path), output_folder) if _datatake(path) in keys else None
+        existing = safe.find_l2a_for(os.path.basename(path), output_folder) if datatake(path) in keys else None
         if existing:
             skipped[files.product_stem(path)] = existing
         else:
@@ -496,7 +496,7 @@ def _split_done(l1c, output_folder):
     return todo, skipped
 
 
-def _datatake(path):
+def datatake(path):
     parsed = parse_product_name(os.path.basename(os.path.normpath(path)))
     return tuple(parsed.get(k) for k in ("platform", "sensing_start", "relative_orbit", "tile_id")) if parsed else None
 

@@ -170,6 +170,15 @@ class S3Output:
         gdal.VSICurlPartialClearCache(target)
         return target
 
+    def names(self):
+        """The names directly under the prefix (files and folders): what a re-run finds already done."""
+        from osgeo import gdal
+
+        gdal.VSICurlPartialClearCache(self.vsi_root)
+        with _BucketCalls():
+            listing = gdal.ReadDir(self.vsi_root) or []
+        return {name.rstrip("/") for name in listing if name not in (".", "..")}
+
     def upload_tree(self, folder, log=None):
         """Upload every complete file under ``folder`` (hidden names are skipped), keeping relative paths;
         files already in the bucket with the same size are not sent again. Returns the uploaded names."""
