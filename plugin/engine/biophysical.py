@@ -23,7 +23,7 @@ import threading
 
 import numpy as np
 
-from . import gdalcache, l2a, networks
+from . import cog, gdalcache, l2a, networks
 from .callbacks import check_cancelled, never_cancelled, no_progress
 from .errors import Cancelled, ParameterError, S2Error
 
@@ -34,8 +34,6 @@ QUALITY_BITS = {1: "no data", 2: "saturated or defective", 4: "cloud", 8: "cirru
                 256: "an output clipped to its range (within tolerance)",
                 **{bit: f"{name} beyond its range" for name, bit in RANGE_BITS.items()}}
 PIXELS_PER_STRIP = 1 << 18  # about 60 MB of inputs, intermediates and results per strip in flight
-COG_OPTIONS = ["COMPRESS=DEFLATE", "LEVEL=1", "BLOCKSIZE=512", "OVERVIEWS=AUTO", "NUM_THREADS=ALL_CPUS",
-               "BIGTIFF=IF_SAFER"]
 # Staging files in strips of rows: each block is complete as soon as its rows are written, so none waits in the
 # cache for rows of later strips.
 STAGING_OPTIONS = ["BIGTIFF=IF_SAFER"]
@@ -192,7 +190,7 @@ def process_product(path, output, variables, resolution, area_wkt=None, progress
             _compute(product, grid, angle_grids, nets, temps, progress, is_cancelled, threads, metadata)
             for temp, name in zip(temps, names):  # one at a time: two side by side cost 170 MB more (make bench)
                 check_cancelled(is_cancelled)
-                _to_cog(temp, os.path.join(staging, f".{name}.cog"))
+                cog.translate(temp, os.path.join(staging, f".{name}.cog"), categorical="_QUALITY_" in name)
         return _publish(output, staging, names, is_cancelled)
     finally:
         for temp in temps:
@@ -324,16 +322,3 @@ def _create(path, grid, kind, variable, metadata, options):
         band.SetMetadata({"VARIABLE": variable, "UNITS": unit, "SCALE": "1"})
     dataset.SetMetadata(dict(metadata, VARIABLE=variable))
     return dataset
-
-
-def _to_cog(source, target):
-    from osgeo import gdal
-
-    dataset = gdal.Open(source)
-    kind = dataset.GetRasterBand(1).DataType
-    options = COG_OPTIONS + ["PREDICTOR=YES", "RESAMPLING=" + ("NEAREST" if kind == gdal.GDT_UInt16 else "AVERAGE")]
-    made = gdal.Translate(target, dataset, format="COG", creationOptions=options)
-    if made is None:
-        raise S2Error(f"Cannot write {os.path.basename(target)}: {gdal.GetLastErrorMsg()}")
-    made = None
-    dataset = None

@@ -413,8 +413,24 @@ def item_footprint(item, provider, level=""):
         online=_online(described, provider), checksum=_checksum(product, described),
         download_url=(product or {}).get("href") or _link(item, "self"),
         extra={"assets": {key: asset.get("href") for key, asset in assets.items() if isinstance(asset, dict)},
-               "quicklook": _quicklook(item, assets)},
+               "quicklook": _quicklook(item, assets), "scaling": _scaling(assets),
+               "baseline": props.get("s2:processing_baseline") or props.get("processing:version")},
     )
+
+
+def _scaling(assets):
+    """{asset key: (scale, offset)} of the assets that state them: Earth Search's ``raster:bands`` (STAC 1.0) or
+    the Data Space's ``raster:scale``/``raster:offset`` (STAC 1.1). Reflectance = DN x scale + offset."""
+    found = {}
+    for key, asset in assets.items():
+        if not isinstance(asset, dict):
+            continue
+        raster = (asset.get("raster:bands") or [{}])[0] if isinstance(asset.get("raster:bands"), list) else {}
+        scale = raster.get("scale", asset.get("raster:scale"))
+        offset = raster.get("offset", asset.get("raster:offset", 0.0))
+        if isinstance(scale, (int, float)) and scale > 0 and isinstance(offset, (int, float)):
+            found[key] = (float(scale), float(offset))
+    return found
 
 
 def _product_name(item, props, product=None):
