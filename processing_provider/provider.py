@@ -36,6 +36,7 @@ class Sentinel2Provider(QgsProcessingProvider):
 
     def loadAlgorithms(self):
         from .biophysical import BiophysicalAlgorithm
+        from .composite import CompositeAlgorithm
         from .download import DownloadAlgorithm
         from .l3amosaic import L3AMosaicAlgorithm
         from .maja import MajaAlgorithm
@@ -45,7 +46,8 @@ class Sentinel2Provider(QgsProcessingProvider):
         from .tiles import TilesAlgorithm
 
         for algorithm in (TilesAlgorithm(), SearchAlgorithm(), DownloadAlgorithm(), MergeDemAlgorithm(),
-                          Sen2CorAlgorithm(), MajaAlgorithm(), L3AMosaicAlgorithm(), BiophysicalAlgorithm()):
+                          Sen2CorAlgorithm(), MajaAlgorithm(), L3AMosaicAlgorithm(), BiophysicalAlgorithm(),
+                          CompositeAlgorithm()):
             self.addAlgorithm(algorithm)
         self._load_models()
 

@@ -38,6 +38,7 @@ from . import cog, gdalcache
 from .callbacks import check_cancelled, never_cancelled, no_progress
 from .errors import Cancelled, ParameterError, S2Error
 from .files import product_stem
+from .sources.stac import gdal_options
 
 METHODS = ("median", "medoid", "best-pixel")
 PERIODS = ("month", "10days", "all")
@@ -47,6 +48,7 @@ BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "
 ASSET_KEYS = {"B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1", "B06": "rededge2",
               "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09", "B11": "swir16", "B12": "swir22",
               "SCL": "scl"}
+NATIVE = {"B01": 60, "B09": 60, "B02": 10, "B03": 10, "B04": 10, "B08": 10, "SCL": 20}  # others: 20 m
 LEFT_OUT = (0, 1, 3, 8, 9, 10)  # SCL classes that are never a valid observation
 SNOW = 11
 CLOUDY = (3, 8, 9, 10)  # what best-pixel keeps its distance from
@@ -257,8 +259,8 @@ def search(request, catalog, url, session, progress, is_cancelled, log, credenti
 class Reader:
     """Scene windows on the target grid in hidden local files, read by a bounded pool."""
 
-    def __init__(self, grid, folder, options=None, parallel=4):
-        self.grid, self.folder, self.options = grid, folder, dict(options or {})
+    def __init__(self, grid, folder, session=None, parallel=4):
+        self.grid, self.folder, self.session = grid, folder, session
         self.parallel = max(1, int(parallel))
 
     def path(self, scene, band):
@@ -297,16 +299,21 @@ class Reader:
                                                       else "/vsicurl/" + href)
         target = self.path(scene, band)
         part = target + ".part"
-        saved = {key: gdal.GetThreadLocalConfigOption(key, None) for key in self.options}
-        for key, value in self.options.items():
+        # COG-friendly reads with the session's proxy and User-Agent, for this thread only
+        options = gdal_options(self.session, href) if self.session is not None and href.startswith("http") else {}
+        saved = {key: gdal.GetThreadLocalConfigOption(key, None) for key in options}
+        for key, value in options.items():
             gdal.SetThreadLocalConfigOption(key, value)
         try:
             gdal.ErrorReset()
+            # averaging only where pixels merge: at the band's own resolution (or finer) each target pixel is one
+            # source pixel, and GDAL's average costs several times nearest for the same values
+            coarser = self.grid.transform[1] > NATIVE.get(band, 20)
             made = gdal.Warp(part, source, format="GTiff", outputBounds=self.grid.bounds,
                              xRes=self.grid.transform[1], yRes=self.grid.transform[1], dstSRS=f"EPSG:{self.grid.epsg}",
-                             resampleAlg="near" if band == "SCL" else "average", dstNodata=0,
+                             resampleAlg="average" if coarser and band != "SCL" else "near", dstNodata=0,
                              outputType=gdal.GDT_UInt16 if band != "SCL" else gdal.GDT_Byte,
-                             creationOptions=["COMPRESS=DEFLATE", "PREDICTOR=2", "TILED=YES"], multithread=False)
+                             creationOptions=["TILED=YES"], multithread=False)
             if made is None:
                 raise S2Error(f"its {band} window could not be read ({gdal.GetLastErrorMsg().strip() or 'no reason'})")
             made = None
@@ -364,11 +371,10 @@ def combine(method, values, valid, dates=None, middle=None, distance=None, half_
     count = valid.sum(axis=0).astype(np.uint16)
     masked = np.where(valid[:, None], values, np.nan)
     if method == "median":
-        with np.errstate(all="ignore"), _quiet_nan_warnings():
-            return np.nanmedian(masked, axis=0).astype(np.float32), count, None
+        return nan_median(masked), count, None
     if method == "medoid":
-        with np.errstate(all="ignore"), _quiet_nan_warnings():
-            median = np.nanmedian(masked, axis=0)
+        median = nan_median(masked)
+        with np.errstate(all="ignore"):
             distance2 = np.nansum((masked - median[None]) ** 2, axis=1)
         score = np.where(valid, -distance2, -np.inf)
     else:  # best-pixel
@@ -386,18 +392,18 @@ def combine(method, values, valid, dates=None, middle=None, distance=None, half_
     return picked, count, when
 
 
-class _quiet_nan_warnings:  # noqa: N801 (a context manager used like a function)
-    """All-NaN pixels (no valid observation) are expected, not worth a RuntimeWarning each."""
-
-    def __enter__(self):
-        import warnings
-
-        self.catcher = warnings.catch_warnings()
-        self.catcher.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        return self.catcher.__exit__(*exc)
+def nan_median(stack):
+    """The median along the first axis ignoring NaN (NaN where all are): one sort of the few observations per
+    pixel (NaN sort last), then the middle one or two of the valid ones. numpy's nanmedian goes through masked
+    arrays for short axes and is several times slower on stacks of scenes."""
+    ordered = np.sort(stack, axis=0)
+    count = (~np.isnan(stack)).sum(axis=0)
+    last = stack.shape[0] - 1
+    low = np.take_along_axis(ordered, np.clip((count - 1) // 2, 0, last)[None], axis=0)[0]
+    high = np.take_along_axis(ordered, np.clip(count // 2, 0, last)[None], axis=0)[0]
+    median = (low + high) * np.float32(0.5)
+    median[count == 0] = np.nan
+    return median.astype(np.float32)
 
 
 class _Dates(list):
@@ -426,7 +432,7 @@ def output_names(period, bands, method):
     return names + ([f"composite_{period.label}_date.tif"] if method == "best-pixel" else [])
 
 
-def run(request, scenes, output, progress=None, is_cancelled=None, log=None, options=None):
+def run(request, scenes, output, progress=None, is_cancelled=None, log=None, session=None):
     """Composite every period of ``request`` from ``scenes`` into ``output`` (a storage output); returns the
     :class:`PeriodResult` list, the report's paths and the scenes left out {name: reason}."""
     progress, is_cancelled = progress or no_progress, is_cancelled or never_cancelled
@@ -434,7 +440,7 @@ def run(request, scenes, output, progress=None, is_cancelled=None, log=None, opt
     grid = check(request)
     output.prepare()
     staging = output.staging_folder()
-    reader = Reader(grid, staging, options, request.parallel)
+    reader = Reader(grid, staging, session, request.parallel)
     key = request.key()
     results, left_out = [], {}
     spans = periods(request.start, request.end, request.period)
