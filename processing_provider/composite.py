@@ -5,6 +5,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingOutputFile,
     QgsProcessingOutputMultipleLayers,
+    QgsProcessingParameterAuthConfig,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterCrs,
     QgsProcessingParameterDateTime,
@@ -36,6 +37,7 @@ class CompositeAlgorithm(Sentinel2Algorithm):
     AOI, START, END, PERIOD, BANDS, CATALOG, URL = "AOI", "START", "END", "PERIOD", "BANDS", "CATALOG", "URL"
     MAX_CLOUD, METHOD, RESOLUTION, CRS, KEEP_SNOW = "MAX_CLOUD", "METHOD", "RESOLUTION", "CRS", "KEEP_SNOW"
     PARALLEL, OUTPUT_FOLDER, OUTPUT_LAYERS, REPORT = "PARALLEL", "OUTPUT_FOLDER", "OUTPUT_LAYERS", "REPORT"
+    AUTH = "AUTH"
 
     def name(self):
         return "composite"
@@ -57,7 +59,9 @@ class CompositeAlgorithm(Sentinel2Algorithm):
         return self.tr(
             "Makes cloud-free surface-reflectance composites of an area per period from Sentinel-2 Level-2A "
             "Cloud-Optimised GeoTIFFs, reading only the area's window of each band (HTTP range requests).\n\n"
-            "CATALOG: earth-search (Element 84, no account) or cdse-stac; URL: any STAC API root instead.\n"
+            "CATALOG: earth-search (Element 84, no account) or cdse-stac; URL: any STAC API root instead. The "
+            "Data Space's items point at its S3 bucket eodata: AUTH holds your Data Space S3 keys (a Basic "
+            "configuration: access key as username, secret key as password).\n"
             "START, END: the dates; PERIOD: month, 10days, all (one composite of the whole range) or a number of "
             "days. MAX_CLOUD: leave out scenes with more cloud cover than this (%).\n"
             "BANDS: the bands to composite; RESOLUTION: 10, 20 or 60 m (COG overviews are read for coarser "
@@ -85,6 +89,8 @@ class CompositeAlgorithm(Sentinel2Algorithm):
         self.add_enum(self.CATALOG, "Catalogue", CATALOGS, "earth-search")
         self.addParameter(QgsProcessingParameterString(
             self.URL, self.tr("STAC API root (empty: the catalogue's)"), optional=True))
+        self.addParameter(QgsProcessingParameterAuthConfig(
+            self.AUTH, self.tr("S3 keys for s3:// assets (cdse-stac: your Data Space S3 keys)"), optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             self.MAX_CLOUD, self.tr("Maximum scene cloud cover (%)"), QgsProcessingParameterNumber.Type.Double, 60.0,
             minValue=0, maxValue=100))
@@ -134,6 +140,14 @@ class CompositeAlgorithm(Sentinel2Algorithm):
         folder = output.url if hasattr(output, "url") else output.folder
         return {self.OUTPUT_FOLDER: folder, self.OUTPUT_LAYERS: layers, self.REPORT: report[0]}
 
+    def _s3_keys(self, parameters, context):
+        authcfg = self.parameterAsString(parameters, self.AUTH, context)
+        if not authcfg:
+            return None
+        from ..plugin import credentials
+
+        return credentials.s3_credentials(authcfg, self.AUTH)
+
     def _request(self, parameters, context, feedback):
         start = self.parameterAsDateTime(parameters, self.START, context).date().toPyDate()
         end = self.parameterAsDateTime(parameters, self.END, context).date().toPyDate()
@@ -153,7 +167,8 @@ class CompositeAlgorithm(Sentinel2Algorithm):
             resolution=int(self.parameterAsEnumString(parameters, self.RESOLUTION, context)), epsg=epsg,
             keep_snow=self.parameterAsBoolean(parameters, self.KEEP_SNOW, context),
             parallel=self.parameterAsInt(parameters, self.PARALLEL, context),
-            max_cloud=self.parameterAsDouble(parameters, self.MAX_CLOUD, context))
+            max_cloud=self.parameterAsDouble(parameters, self.MAX_CLOUD, context),
+            s3=self._s3_keys(parameters, context))
         composite.periods(start, end, request.period)  # period errors before the area is read
         request.area_wkb = read_aoi(self, parameters, self.AOI, context, feedback)
         composite.check(request)

@@ -193,3 +193,40 @@ def test_bad_parameters_are_one_sentence_naming_the_parameter(services, tmp_path
         with pytest.raises(ParameterError, match="^" + re.escape(words)):
             composite.check(request(**change))
     assert not os.listdir(tmp_path)
+
+
+def test_the_data_space_s_s3_assets_are_read_with_its_keys(services, tmp_path, monkeypatch):
+    """CDSE STAC items point at s3://eodata/...: read through /vsis3/ from a real S3 server (moto), with the keys
+    given and the endpoint of SENTINEL2_CDSE_S3_ENDPOINT; the composite equals the one read over HTTPS."""
+    pytest.importorskip("moto", reason="moto's S3 server plays the eodata bucket (make deps installs it)")
+    import s3server
+
+    from sentinel2_pipeline.plugin.engine.catalogs import stac as stac_catalogue
+
+    folder = scenes_data.write_cogs(str(tmp_path / "cogs"))
+    with s3server.moto_server() as url:
+        client = s3server.client(url)
+        client.create_bucket(Bucket="eodata", CreateBucketConfiguration={"LocationConstraint": s3server.REGION})
+        footprints = []
+        for index, item in enumerate(scenes_data.items(lambda name: name)):
+            assets = {}
+            for band, key in (("B02", "B02_10m"), ("B03", "B03_10m"), ("B04", "B04_10m"), ("B08", "B08_10m"),
+                              ("SCL", "SCL_20m")):
+                name = f"{scenes_data.name(index)}_{band}.tif"
+                client.upload_file(os.path.join(folder, name), "eodata", f"Sentinel-2/MSI/L2A/{name}")
+                offset = -0.1 if scenes_data.SCENES[index][3] >= "04.00" else 0.0
+                assets[key] = {"href": f"s3://eodata/Sentinel-2/MSI/L2A/{name}",
+                               **({"raster:scale": 0.0001, "raster:offset": offset} if band != "SCL" else {})}
+            item["assets"] = assets
+            footprints.append(stac_catalogue.item_footprint(item, "cdse-stac", "L2A"))
+        req = request(end=dt.date(2023, 6, 30),
+                      s3=storage.Credentials("AKIAEXAMPLE", "not-a-real-secret", None, s3server.REGION))
+        scenes = [composite.scene_of(f, req.bands) for f in footprints]
+        monkeypatch.setenv(composite.CDSE_S3_VARIABLE, url)
+        results, _, left_out = composite.run(req, scenes, storage.output_for(str(tmp_path / "s3")))
+        assert left_out == {} and results[0].status == "written"
+    make(services, tmp_path / "https", end=dt.date(2023, 6, 30))
+    for band in scenes_data.BANDS:
+        ours = read(str(tmp_path / "s3" / f"composite_2023-06_{band}.tif"))[0]
+        theirs = read(str(tmp_path / "https" / f"composite_2023-06_{band}.tif"))[0]
+        np.testing.assert_array_equal(ours, theirs)

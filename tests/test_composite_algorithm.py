@@ -50,7 +50,7 @@ def params(url, out, **change):
 def test_parameters_are_the_public_interface(provider):
     algorithm = QgsApplication.processingRegistry().algorithmById(ALGORITHM)
     assert [p.name() for p in algorithm.parameterDefinitions()] == [
-        "AOI", "START", "END", "PERIOD", "BANDS", "CATALOG", "URL", "MAX_CLOUD", "METHOD", "RESOLUTION", "CRS",
+        "AOI", "START", "END", "PERIOD", "BANDS", "CATALOG", "URL", "AUTH", "MAX_CLOUD", "METHOD", "RESOLUTION", "CRS",
         "KEEP_SNOW", "PARALLEL", "OUTPUT_AUTH", "OUTPUT_FOLDER"]
     assert [o.name() for o in algorithm.outputDefinitions()] == ["OUTPUT_FOLDER", "OUTPUT_LAYERS", "REPORT"]
     assert algorithm.parameterDefinition("METHOD").options() == ["median", "medoid", "best-pixel"]

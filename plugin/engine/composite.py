@@ -55,6 +55,9 @@ CLOUDY = (3, 8, 9, 10)  # what best-pixel keeps its distance from
 CLOUD_DISTANCE = 50  # pixels: farther counts as far
 MEMORY_BUDGET = 96 << 20  # bytes of scene strips in memory at once
 KEY = "COMPOSITE_KEY"
+# The Data Space's STAC gives s3://eodata/... assets: its S3 service, with the account's S3 keys
+CDSE_S3_ENDPOINT = "https://eodata.dataspace.copernicus.eu"
+CDSE_S3_VARIABLE = "SENTINEL2_CDSE_S3_ENDPOINT"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +119,7 @@ class Request:
     keep_snow: bool = False
     parallel: int = 4
     max_cloud: float = None
+    s3: object = None  # storage.Credentials for s3:// assets (the Data Space's eodata bucket)
 
     def key(self):
         """What a period's files were made for: a re-run with another area, method or bands makes them again."""
@@ -259,9 +263,11 @@ def search(request, catalog, url, session, progress, is_cancelled, log, credenti
 class Reader:
     """Scene windows on the target grid in hidden local files, read by a bounded pool."""
 
-    def __init__(self, grid, folder, session=None, parallel=4):
+    def __init__(self, grid, folder, session=None, parallel=4, s3=None, environ=None):
         self.grid, self.folder, self.session = grid, folder, session
         self.parallel = max(1, int(parallel))
+        self.s3, self.environ = s3, os.environ if environ is None else environ
+        self.buckets = set()
 
     def path(self, scene, band):
         digest = hashlib.sha1(f"{scene.assets[band]}|{self.grid}".encode()).hexdigest()[:12]
@@ -271,6 +277,7 @@ class Reader:
         """Read every window not read yet; returns {scene name: reason} for scenes that could not be read."""
         jobs = [(scene, band) for scene in scenes for band in tuple(bands) + ("SCL",)
                 if not os.path.exists(self.path(scene, band))]
+        self._configure_buckets(scene.assets[band] for scene, band in jobs)
         failed = {}
         if not jobs:
             return failed
@@ -289,6 +296,18 @@ class Reader:
                         log(f"{scene.name}: left out, {error}")
                 progress(done / len(jobs), f"{done} of {len(jobs)} windows read")
         return failed
+
+    def _configure_buckets(self, hrefs):
+        """s3:// assets: the bucket's endpoint (the Data Space's unless SENTINEL2_CDSE_S3_ENDPOINT says otherwise)
+        and keys, set once per bucket for GDAL's /vsis3/ only."""
+        from .storage import configure_bucket
+
+        for href in hrefs:
+            if href.startswith("s3://"):
+                bucket = href[5:].split("/", 1)[0]
+                if bucket not in self.buckets:
+                    configure_bucket(bucket, self.s3, self.environ.get(CDSE_S3_VARIABLE) or CDSE_S3_ENDPOINT)
+                    self.buckets.add(bucket)
 
     def _window(self, scene, band, is_cancelled):
         from osgeo import gdal
@@ -440,7 +459,7 @@ def run(request, scenes, output, progress=None, is_cancelled=None, log=None, ses
     grid = check(request)
     output.prepare()
     staging = output.staging_folder()
-    reader = Reader(grid, staging, session, request.parallel)
+    reader = Reader(grid, staging, session, request.parallel, request.s3)
     key = request.key()
     results, left_out = [], {}
     spans = periods(request.start, request.end, request.period)

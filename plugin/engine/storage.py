@@ -222,25 +222,32 @@ class S3Output:
                 or self.environ.get("AWS_ENDPOINT_URL") or None)
 
     def _configure(self):
-        from osgeo import gdal
+        configure_bucket(self.bucket, self.credentials, self._endpoint())
 
-        prefix = f"/vsis3/{self.bucket}"
-        gdal.ClearPathSpecificOptions(prefix)
-        options = {}
-        if self.credentials.access_key:
-            options["AWS_ACCESS_KEY_ID"] = self.credentials.access_key
-            options["AWS_SECRET_ACCESS_KEY"] = self.credentials.secret_key or ""
-            options["AWS_NO_SIGN_REQUEST"] = "NO"
-        if self.credentials.region:
-            options["AWS_REGION"] = self.credentials.region
-        endpoint = self._endpoint()
-        if endpoint:
-            parsed = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
-            options["AWS_S3_ENDPOINT"] = parsed.netloc
-            options["AWS_HTTPS"] = "NO" if parsed.scheme == "http" else "YES"
-            options["AWS_VIRTUAL_HOSTING"] = "FALSE"  # MinIO and most S3-compatible stores: path-style
-        for key, value in options.items():
-            gdal.SetPathSpecificOption(prefix, key, value)
+
+def configure_bucket(bucket, credentials=None, endpoint=None):
+    """GDAL's settings for ``/vsis3/<bucket>`` only: the keys (else GDAL's own AWS environment and profile), and
+    for an S3-compatible store its endpoint, path-style addressing and http/https from the endpoint's scheme."""
+    from osgeo import gdal
+
+    prefix = f"/vsis3/{bucket}"
+    gdal.ClearPathSpecificOptions(prefix)
+    credentials = credentials or Credentials()
+    options = {}
+    if credentials.access_key:
+        options["AWS_ACCESS_KEY_ID"] = credentials.access_key
+        options["AWS_SECRET_ACCESS_KEY"] = credentials.secret_key or ""
+        options["AWS_NO_SIGN_REQUEST"] = "NO"
+    if credentials.region:
+        options["AWS_REGION"] = credentials.region
+    endpoint = credentials.endpoint or endpoint
+    if endpoint:
+        parsed = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        options["AWS_S3_ENDPOINT"] = parsed.netloc
+        options["AWS_HTTPS"] = "NO" if parsed.scheme == "http" else "YES"
+        options["AWS_VIRTUAL_HOSTING"] = "FALSE"  # MinIO and most S3-compatible stores: path-style
+    for key, value in options.items():
+        gdal.SetPathSpecificOption(prefix, key, value)
 
 
 def _metadata_matches(path, metadata):
