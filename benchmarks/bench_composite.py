@@ -110,17 +110,7 @@ def scl_cog(folder=cogs.CACHE):
 
 
 def area_wkb():
-    from osgeo import ogr, osr
-
-    xmin, ymin, xmax, ymax = AREA
-    polygon = ogr.CreateGeometryFromWkt(f"POLYGON(({xmin} {ymin},{xmax} {ymin},{xmax} {ymax},{xmin} {ymax},"
-                                        f"{xmin} {ymin}))")
-    utm, wgs = osr.SpatialReference(), osr.SpatialReference()
-    utm.ImportFromEPSG(cogs.EPSG)
-    wgs.ImportFromEPSG(4326)
-    wgs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    polygon.Transform(osr.CoordinateTransformation(utm, wgs))
-    return bytes(polygon.ExportToWkb())
+    return cogs.utm_rectangle(*AREA)
 
 
 def serve_scenes(count):

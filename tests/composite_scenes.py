@@ -111,17 +111,6 @@ def items(url_of):
 
 
 def area_wkb():
-    from osgeo import ogr, osr
+    from replicas import cogs
 
-    xmin, ymin, xmax, ymax = AREA
-    ring = ogr.Geometry(ogr.wkbLinearRing)
-    for x, y in ((xmin, ymin), (xmax, ymin), (xmax, ymax), (xmin, ymax), (xmin, ymin)):
-        ring.AddPoint_2D(x, y)
-    polygon = ogr.Geometry(ogr.wkbPolygon)
-    polygon.AddGeometry(ring)
-    utm, wgs = osr.SpatialReference(), osr.SpatialReference()
-    utm.ImportFromEPSG(EPSG)
-    wgs.ImportFromEPSG(4326)
-    wgs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    polygon.Transform(osr.CoordinateTransformation(utm, wgs))
-    return bytes(polygon.ExportToWkb())
+    return cogs.utm_rectangle(*AREA, epsg=EPSG)

@@ -410,18 +410,7 @@ def test_a_disk_that_fills_up_fails_the_product_with_a_sentence_and_keeps_the_pa
 
 def utm_square(x0, y0, side):
     """A ``side`` metre square of UTM 31N as EPSG:4326 WKB (the AOI the algorithm would pass)."""
-    from osgeo import ogr, osr
-
-    utm, wgs84 = osr.SpatialReference(), osr.SpatialReference()
-    utm.ImportFromEPSG(cogs.EPSG)
-    wgs84.ImportFromEPSG(4326)
-    for srs in (utm, wgs84):
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    ring = f"{x0} {y0},{x0 + side} {y0},{x0 + side} {y0 + side},{x0} {y0 + side},{x0} {y0}"
-    geometry = ogr.CreateGeometryFromWkt(f"POLYGON(({ring}))")
-    geometry.AssignSpatialReference(utm)
-    geometry.TransformTo(wgs84)
-    return bytes(geometry.ExportToIsoWkb())
+    return cogs.utm_rectangle(x0, y0, x0 + side, y0 + side)
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,22 @@ EPSG = 32631
 ORIGIN = (300000.0, 4900020.0)
 
 
+def utm_rectangle(xmin, ymin, xmax, ymax, epsg=EPSG):
+    """A rectangle of a UTM zone as EPSG:4326 WKB (the AOI an algorithm passes to the engine)."""
+    from osgeo import ogr, osr
+
+    utm, wgs84 = osr.SpatialReference(), osr.SpatialReference()
+    utm.ImportFromEPSG(epsg)
+    wgs84.ImportFromEPSG(4326)
+    for srs in (utm, wgs84):
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    ring = f"{xmin} {ymin},{xmax} {ymin},{xmax} {ymax},{xmin} {ymax},{xmin} {ymin}"
+    geometry = ogr.CreateGeometryFromWkt(f"POLYGON(({ring}))")
+    geometry.AssignSpatialReference(utm)
+    geometry.TransformTo(wgs84)
+    return bytes(geometry.ExportToIsoWkb())
+
+
 def band_cog(name="B04", size=TILE_SIZE, pixel=10.0, folder=CACHE, seed=4):
     """Path of a cached COG band (made once): ``size`` x ``size`` UInt16 pixels of ``pixel`` metres."""
     path = os.path.join(folder, f"{name}_{size}px.tif")
