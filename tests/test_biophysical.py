@@ -496,3 +496,28 @@ def test_a_stac_download_brings_what_the_processor_needs(scenes, tmp_path, http_
     _, reference_run = run(scenes["folder"], tmp_path / "ref", ["LAI"], pattern="*N0509*")
     expected = read(reference_run.outputs[reference_run.products[0]][0])[0]
     np.testing.assert_allclose(ours, expected, atol=1e-4)
+
+
+def test_errors_stay_sentences_when_the_host_turned_gdal_exceptions_on(scenes, tmp_path):
+    """QGIS 3.44's Processing calls gdal.UseExceptions() on import: a product GDAL cannot read still fails alone,
+    with a sentence, and a non-raster input to mergedem is still named."""
+    import shutil
+
+    from sentinel2_pipeline.plugin.engine import dem
+
+    folder = tmp_path / "in"
+    broken = shutil.copytree(scenes["stac"], folder / "S2B_23LLF_20230603_0_L2A")
+    with open(os.path.join(broken, "B05.tif"), "w") as handle:
+        handle.write("not a raster")
+    (tmp_path / "notes.txt").write_text("not a raster")
+    had = gdal.GetUseExceptions()
+    gdal.UseExceptions()
+    try:
+        _, result = run(str(folder), tmp_path / "out", ["LAI"])
+        with pytest.raises(ParameterError, match="^INPUT_RASTERS: cannot open .*notes.txt as a raster"):
+            dem.plan(dem.SRTM, str(tmp_path / "dem.tif"), tiles="31TFK", input_rasters=[str(tmp_path / "notes.txt")])
+    finally:
+        if not had:
+            gdal.DontUseExceptions()
+    [(name, reason)] = result.failed.items()
+    assert name == "S2B_23LLF_20230603_0_L2A" and "B05.tif" in reason and "Traceback" not in reason

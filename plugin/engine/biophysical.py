@@ -23,7 +23,7 @@ import threading
 
 import numpy as np
 
-from . import cog, gdalcache, l2a, networks
+from . import cog, gdalcache, gdalmode, l2a, networks
 from .callbacks import check_cancelled, never_cancelled, no_progress
 from .errors import Cancelled, ParameterError, S2Error
 
@@ -84,6 +84,7 @@ def area_digest(area):
     return hashlib.sha1(area if isinstance(area, bytes) else area.encode()).hexdigest()[:16]
 
 
+@gdalmode.return_codes()
 def plan(input_folder, output, variables, resolution, area_wkt=None, pattern=None, parallel=0):
     """Validate the parameters and find the products; nothing is written."""
     if not input_folder or not os.path.isdir(input_folder):
@@ -163,6 +164,7 @@ def execute(work, progress=None, is_cancelled=None, log=None):
     return result
 
 
+@gdalmode.return_codes()
 def process_product(path, output, variables, resolution, area_wkt=None, progress=None, is_cancelled=None,
                     log=None, threads=1):
     """Compute ``variables`` for one product and publish its files; returns their locations."""
@@ -231,7 +233,8 @@ def _compute(product, grid, angle_grids, nets, temps, progress, is_cancelled, th
             raise Cancelled()
         if not hasattr(local, "reader"):
             local.reader = l2a.Reader(product, grid)
-        return compute_strip(local.reader, bands, angle_grids, nets, row, rows)
+        with gdalmode.return_codes():  # a worker thread: its own exception state
+            return compute_strip(local.reader, bands, angle_grids, nets, row, rows)
 
     try:
         with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="strips") as pool:

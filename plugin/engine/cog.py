@@ -4,12 +4,14 @@ publishes COGs. DEFLATE level 1 with the predictor GDAL picks for the type (floa
 
 import os
 
+from . import gdalmode
 from .errors import S2Error
 
 OPTIONS = ["COMPRESS=DEFLATE", "LEVEL=1", "PREDICTOR=YES", "BLOCKSIZE=512", "OVERVIEWS=AUTO", "NUM_THREADS=ALL_CPUS",
            "BIGTIFF=IF_SAFER"]
 
 
+@gdalmode.return_codes()
 def translate(source, target, categorical=False):
     """Write the COG ``target`` from the raster file ``source``; S2Error with GDAL's reason when it cannot."""
     from osgeo import gdal

@@ -34,7 +34,7 @@ import os
 
 import numpy as np
 
-from . import cog, gdalcache
+from . import cog, gdalcache, gdalmode
 from .callbacks import check_cancelled, never_cancelled, no_progress
 from .errors import Cancelled, ParameterError, S2Error
 from .files import product_stem
@@ -167,6 +167,7 @@ def periods(start, end, period):
     return found
 
 
+@gdalmode.return_codes()
 def check(request):
     """ParameterError naming the parameter for anything unusable; nothing is read or written."""
     if request.method not in METHODS:
@@ -309,6 +310,7 @@ class Reader:
                     configure_bucket(bucket, self.s3, self.environ.get(CDSE_S3_VARIABLE) or CDSE_S3_ENDPOINT)
                     self.buckets.add(bucket)
 
+    @gdalmode.return_codes()  # a worker thread: its own exception state
     def _window(self, scene, band, is_cancelled):
         from osgeo import gdal
 
@@ -451,6 +453,7 @@ def output_names(period, bands, method):
     return names + ([f"composite_{period.label}_date.tif"] if method == "best-pixel" else [])
 
 
+@gdalmode.return_codes()
 def run(request, scenes, output, progress=None, is_cancelled=None, log=None, session=None):
     """Composite every period of ``request`` from ``scenes`` into ``output`` (a storage output); returns the
     :class:`PeriodResult` list, the report's paths and the scenes left out {name: reason}."""

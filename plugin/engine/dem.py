@@ -31,7 +31,7 @@ import shutil
 import tempfile
 import zipfile
 
-from . import files, gdalcache, grid
+from . import files, gdalcache, gdalmode, grid
 from . import geometry as geom
 from .callbacks import check_cancelled, never_cancelled, no_progress, scaled
 from .errors import Cancelled, ParameterError, S2Error, ServiceError
@@ -512,6 +512,7 @@ class Plan:
     notes: list = dataclasses.field(default_factory=list)
 
 
+@gdalmode.return_codes()
 def plan(dem, output, aoi=None, tiles=(), input_rasters=(), url=None, sen2cor_folder=None, cache_folder=None,
          reproject_to=None, resolution=None):
     """Check the request and work out the DEM tiles and where each comes from.
@@ -670,6 +671,7 @@ class Result:
     notes: list = dataclasses.field(default_factory=list)
 
 
+@gdalmode.return_codes()
 def build(work, session=None, progress=None, is_cancelled=None, log=None, parallel=4, backoff=1.0):
     """Do what :func:`plan` worked out; returns a :class:`Result`. Writes every file through a temporary name."""
     progress, is_cancelled, log = progress or no_progress, is_cancelled or never_cancelled, log or (lambda _: None)

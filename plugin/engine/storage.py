@@ -279,6 +279,9 @@ class _BucketCalls:
     def __enter__(self):
         from osgeo import gdal
 
+        from .gdalmode import return_codes
+
+        self.mode = return_codes().__enter__()
         gdal.PushErrorHandler("CPLQuietErrorHandler")
         self.saved = {key: gdal.GetThreadLocalConfigOption(key, None) for key in self.RETRY}
         for key, value in self.RETRY.items():
@@ -290,4 +293,5 @@ class _BucketCalls:
         for key, value in self.saved.items():
             gdal.SetThreadLocalConfigOption(key, value)
         gdal.PopErrorHandler()
+        self.mode.__exit__(*exc)
         return False
