@@ -11,6 +11,9 @@ import contextlib
 class return_codes(contextlib.ContextDecorator):  # noqa: N801 (used like a function: a decorator and a with block)
     """``with return_codes():`` or ``@return_codes()``: GDAL, OGR and OSR without exceptions in this thread."""
 
+    def _recreate_cm(self):  # a decorated function may run in several threads at once: a state per call
+        return type(self)()
+
     def __enter__(self):
         from osgeo import gdal, ogr, osr
 
