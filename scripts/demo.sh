@@ -9,6 +9,7 @@
 #   5. l3a       monthly L3A mosaics of data/demo/l3a_berlin.geojson from the local replica of DLR's server
 #   6. model     the shipped model models/search_download_sen2cor.model3, run by file (steps 2-4 in one call)
 #   7. biophysical LAI, FAPAR and FCOVER of step 4's Level-2A products (S2 Toolbox networks), COGs + quality bands
+#   8. composite monthly median composites of data/demo/composite_area.geojson from the local STAC API's L2A COGs
 #
 # The services are the replicas the tests use (scripts/demo_services.py, one background process, stopped on
 # exit); everything is written under build/demo (DEMO_DIR), with a profile and auth database of its own.
@@ -188,7 +189,7 @@ fi
 # ---- demo: the local replicas --------------------------------------------------------------------------------------
 AOI=${AOI:-$ROOT/data/demo/gers_toulouse.geojson}
 echo "demo: the whole chain, headless, against local replicas of the services; outputs in $OUT"
-rm -rf "$OUT/l1c" "$OUT/l2a" "$OUT/l3a" "$OUT/model" "$OUT/biophysical"
+rm -rf "$OUT/l1c" "$OUT/l2a" "$OUT/l3a" "$OUT/model" "$OUT/biophysical" "$OUT/composite"
 tiles_step "$AOI"
 
 # The local services, in one background process stopped on exit.
@@ -208,6 +209,7 @@ done
 ODATA_URL=$(service catalogue)
 TOKEN_URL=$(service token)
 DLR_URL=$(service dlr)
+STAC_URL=$(service stac)
 STATS_URL=$(service stats)
 ACCOUNT=$(service account)
 echo
@@ -285,6 +287,22 @@ values = np.concatenate([a[np.isfinite(a)] for a in lai]) if lai else np.array([
 print(f"BIOPHYSICAL: {len(files)} COGs for {len(lai)} products in {folder} (failed: {failed}); LAI of the clear "
       f"pixels {values.min():.2f} to {values.max():.2f} (median {np.median(values):.2f})" if values.size else
       f"BIOPHYSICAL: {len(files)} COGs, no clear pixel")
+PY
+
+step 8 "Monthly composites (median) of data/demo/composite_area.geojson from the local STAC API's L2A COGs"
+run composite sentinel2:composite AOI="$ROOT/data/demo/composite_area.geojson" START=2023-06-01 END=2023-07-15 \
+    PERIOD=month METHOD=median BANDS=B2 BANDS=B3 BANDS=B4 BANDS=B8 URL="$STAC_URL" MAX_CLOUD=100 \
+    OUTPUT_FOLDER="$OUT/composite"
+"$PYTHON" - "$(result composite REPORT)" <<'PY'
+import json
+import sys
+
+report = json.load(open(sys.argv[1], encoding="utf-8"))
+for period in report["periods"]:
+    print(f"    {period['period']}: {period['status']:<8} {period['scene_count']} scenes, cloud "
+          f"{100 * (period['cloud_share'] or 0):.1f}%, valid {100 * (period['valid_share'] or 0):.1f}% of the area")
+print(f"COMPOSITE: {len(report['periods'])} periods ({report['method']}, {', '.join(report['bands'])}); report "
+      f"{sys.argv[1]} and composite_report.html")
 PY
 
 echo

@@ -44,6 +44,7 @@ import zipfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
+import composite_scenes  # noqa: E402
 import conftest  # noqa: E402,F401  (links the repository as the `sentinel2_pipeline` package)
 from replicas import dlr, odata  # noqa: E402
 from replicas.identity import Identity  # noqa: E402
@@ -392,6 +393,17 @@ def _range(header, size):
 # ---- commands ---------------------------------------------------------------------------------------------------
 
 
+def _composite_scenes(space, folder, host):
+    """The Level-2A scenes of tests/composite_scenes.py: COGs behind a range-serving file server, their items in a
+    STAC API replica on the Data Space's port (root /stac/v1)."""
+    from replicas import cogs
+    from replicas import stac as stac_replica
+
+    files = cogs.RangeFileServer(composite_scenes.write_cogs(folder), host=host).start()
+    stac_replica.StacReplica(composite_scenes.items(files.url)).install(space.routes, root="/stac/v1")
+    return files, space.routes.url("/stac/v1")
+
+
 def serve(args):
     log_lock = threading.Lock()
 
@@ -403,9 +415,11 @@ def serve(args):
     products = odata.generate_products(tiles, args.start, args.end, args.every_days, ("L1C",))
     space = DataSpace(products, args.host, args.port, log=log).start()
     tree = dlr.build(args.dlr_folder, dlr.DEMO_LAYOUT)
+    files, stac_url = _composite_scenes(space, os.path.join(os.path.dirname(os.path.abspath(args.dlr_folder)),
+                                                            "cog-replica"), args.host)
     dlr_server, dlr_url = _bound(lambda chosen: dlr.serve(dlr.DlrReplica(tree), args.host, chosen), args.dlr_port)
     urls = {"catalogue": space.odata_url, "download": space.odata_url, "token": space.routes.url(TOKEN_PATH),
-            "stats": space.routes.url(STATS_PATH), "dlr": dlr_url, "products": len(space.products),
+            "stats": space.routes.url(STATS_PATH), "dlr": dlr_url, "stac": stac_url, "products": len(space.products),
             "zip_bytes": sum(p["ContentLength"] for p in space.products), "tiles": tiles,
             "period": [args.start.isoformat(), args.end.isoformat()], "account": AUTH_NAME}
     temporary = args.json + ".part"
@@ -415,6 +429,7 @@ def serve(args):
     log(f"Data Space replica: {len(space.products)} Level-1C products ({', '.join(tiles)}; {args.start} to "
         f"{args.end}) at {space.odata_url}/Products, zips behind tokens from {urls['token']}")
     log(f"DLR L3A replica: {tree} at {dlr_url}")
+    log(f"STAC replica: {len(composite_scenes.SCENES)} Level-2A scenes at {stac_url}, COGs at {files.url('')}")
     log(f"URLs in {args.json}; stop with SIGTERM or Ctrl+C")
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -422,6 +437,7 @@ def serve(args):
     while not stop.wait(0.2):
         pass
     space.stop()
+    files.stop()
     dlr_server.shutdown()
     dlr_server.server_close()
     if os.path.exists(args.json):

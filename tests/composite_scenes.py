@@ -1,5 +1,6 @@
-"""Overlapping Level-2A scenes for sentinel2:composite, served like Earth Search: a STAC API replica (items made
-from Earth Search's real L2A item by replicas/stac.py) and COGs behind a range-serving file server.
+"""Overlapping Level-2A scenes for sentinel2:composite, served like Earth Search: a STAC API replica (replicas/stac.py
+serving items with the keys of Earth Search's L2A items) and COGs behind a range-serving file server. The tests
+and `make demo` use them.
 
 The area: 1.2 km x 0.9 km in the overlap of tiles 31TCJ and 31TDJ (UTM 31N, Toulouse). Every scene's COGs cover
 2.4 km x 2.4 km around it on the tiles' 10 m grid (B02, B03, B04, B08 at 10 m, SCL at 20 m), as a window of the
@@ -10,7 +11,6 @@ processing baseline 03.01 (no offset: DN = reflectance x 10000) among baseline 0
 """
 
 import datetime as dt
-import json
 import os
 
 import numpy as np
@@ -89,24 +89,34 @@ def write_cogs(folder):
 
 
 def items(url_of):
-    """Earth Search c1-l2a items for the scenes; ``url_of(file name)`` gives each asset's URL."""
-    from replicas import stac as stac_replica
-
+    """Earth Search ``sentinel-2-c1-l2a`` items for the scenes (the keys of Earth Search's real L2A item:
+    ``shared/fixtures/earthsearch_v1_sentinel-2-l2a_item_*``, written here so that the demo needs no fixture);
+    ``url_of(file name)`` gives each asset's URL."""
     made = []
     for index, (when, tile, orbit, baseline, _) in enumerate(SCENES):
-        product = stac_replica.products(1, tiles=(tile,), level="L2A")[0]
-        product.sensing, product.orbit, product.cloud = when.replace(tzinfo=dt.timezone.utc), orbit, 10.0 + index
-        product.platform, product.name = f"S2{'AB'[index % 2]}", name(index)
-        item = stac_replica.earth_search_item(product, "sentinel-2-c1-l2a")
+        identifier = f"S2{'AB'[index % 2]}_T{tile}_{when:%Y%m%dT%H%M%S}_L2A"
         offset = -0.1 if baseline >= "04.00" else 0.0
-        item["assets"] = {KEYS[band]: {"href": url_of(f"{name(index)}_{band}.tif"),
-                                       "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-                                       "raster:bands": [{"nodata": 0, "scale": 0.0001, "offset": offset}]
-                                       if band != "SCL" else [{"nodata": 0}]}
-                          for band in BANDS + ("SCL",)}
-        item["properties"].update({"s2:processing_baseline": baseline, "sat:relative_orbit": orbit,
-                                   "earthsearch:boa_offset_applied": baseline >= "04.00"})
-        made.append(json.loads(json.dumps(item)))
+        lon0, lat0, lon1, lat1 = 0.9, 43.2, 2.4, 44.3  # around both tiles
+        made.append({
+            "type": "Feature", "stac_version": "1.0.0", "id": identifier, "collection": "sentinel-2-c1-l2a",
+            "bbox": [lon0, lat0, lon1, lat1],
+            "geometry": {"type": "Polygon", "coordinates": [[[lon0, lat0], [lon1, lat0], [lon1, lat1], [lon0, lat1],
+                                                             [lon0, lat0]]]},
+            "properties": {
+                "datetime": when.strftime("%Y-%m-%dT%H:%M:%S.000000Z"), "platform": f"sentinel-2{'ab'[index % 2]}",
+                "constellation": "sentinel-2", "instruments": ["msi"], "eo:cloud_cover": 10.0 + index,
+                "proj:epsg": EPSG, "mgrs:utm_zone": 31, "mgrs:latitude_band": "T", "mgrs:grid_square": tile[3:],
+                "grid:code": f"MGRS-{tile}", "sat:relative_orbit": orbit, "s2:processing_baseline": baseline,
+                "s2:product_type": "S2MSI2A", "s2:product_uri": name(index) + ".SAFE",
+                "earthsearch:boa_offset_applied": baseline >= "04.00"},
+            "links": [{"rel": "self", "href": url_of(f"items/{identifier}.json")}],
+            "assets": {KEYS[band]: {"href": url_of(f"{name(index)}_{band}.tif"),
+                                    "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                                    "roles": ["data"],
+                                    "raster:bands": [{"nodata": 0, "scale": 0.0001, "offset": offset}]
+                                    if band != "SCL" else [{"nodata": 0}]}
+                       for band in BANDS + ("SCL",)},
+        })
     return made
 
 

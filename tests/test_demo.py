@@ -182,6 +182,9 @@ def test_make_demo_runs_the_whole_chain_from_a_fresh_clone(tmp_path):
     # 7. biophysical variables of step 4's products
     assert line("BIOPHYSICAL:").startswith("BIOPHYSICAL: 20 COGs for 5 products in ") and "(failed: 0)" in line(
         "BIOPHYSICAL:")
+    # 8. composites from the local STAC API
+    assert line("    2023-06:").startswith("    2023-06: written  6 scenes") and "valid 100.0%" in line("    2023-06:")
+    assert line("COMPOSITE:").startswith("COMPOSITE: 2 periods (median, B02, B03, B04, B08)")
     assert line("demo: done in ")
 
     # The files.
