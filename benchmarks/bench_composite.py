@@ -8,6 +8,7 @@ name, so every scene is read over HTTP on its own (no cache shared between scene
 Each method runs in its own process (wall time, peak RSS of that process); the file server runs here and counts
 the body bytes each method makes it send:
 - ours: ``composite.run`` (windows by a pool of 4 readers, strips, COG outputs, report);
+- ours at 60 m: the same at 60 m, where the COGs' overviews are read (fewer bytes);
 - GDAL expert: ``gdal.Warp`` of each scene's window of each band and SCL from /vsicurl/ one after the other (the
   route of a script), masks with numpy, ``np.nanmedian`` over the stacked scenes, one GeoTIFF per band.
 With 6 scenes and with 12: targets <= 1.0x the expert's time, <= 1.5x its bytes, and peak memory that does not
@@ -41,7 +42,7 @@ from sentinel2_pipeline.plugin.engine import composite, storage
 scenes = [composite.Scene(name, dt.datetime(2023, 6, 1 + i), "31TCJ", 51, 10.0, assets,
                           {{b: (0.0001, -0.1) for b in assets}}) for i, (name, assets) in enumerate({scenes!r})]
 request = composite.Request(area_wkb=bytes.fromhex({area!r}), start=dt.date(2023, 6, 1), end=dt.date(2023, 6, 30),
-                            period="month", bands={bands!r}, method="median", resolution=10, parallel=4)
+                            period="month", bands={bands!r}, method="median", resolution={resolution}, parallel=4)
 start = time.perf_counter()
 composite.run(request, scenes, storage.output_for({out!r}))
 print(time.perf_counter() - start, peak())
@@ -153,8 +154,10 @@ def main():
                     ("GDAL expert", EXPERT.format(bounds=grid.bounds, bands=BANDS, scenes=named,
                                                   out="{out}")),
                     ("ours", OURS.format(pluginpath=pluginpath, scenes=named, area=wkb.hex(), bands=BANDS,
-                                         out="{out}"))):
-                out = os.path.join(ROOT, "build", "bench", "composite", f"out_{method.split()[0]}_{count}")
+                                         out="{out}", resolution=10)),
+                    ("ours at 60 m", OURS.format(pluginpath=pluginpath, scenes=named, area=wkb.hex(), bands=BANDS,
+                                                 out="{out}", resolution=60))):
+                out = os.path.join(ROOT, "build", "bench", "composite", f"out_{method.replace(' ', '_')}_{count}")
                 shutil.rmtree(out, ignore_errors=True)
                 os.makedirs(out)
                 sent = files.sent
