@@ -18,6 +18,7 @@ from servers import http_server  # noqa: F401, E402  (fixture)
 
 from sentinel2_pipeline.plugin.engine import angles, biophysical, l2a, networks, storage
 from sentinel2_pipeline.plugin.engine.errors import Cancelled, ParameterError, S2Error
+from sentinel2_pipeline.plugin.engine.files import product_stem
 
 ALL = list(networks.VARIABLES)
 FOLDERS = {"S2A": 20, "S2B": 20, "S2A_10m": 10}
@@ -274,7 +275,7 @@ def test_scene_classes_become_quality_bits_and_no_data(scenes, tmp_path):
 def test_maja_stac_and_sen2cor_layouts_of_one_scene_give_the_same_layers(scenes, tmp_path):
     _, result = run(scenes["folder"], tmp_path, ["LAI", "FCOVER"])
     assert result.failed == {} and len(result.products) == 4
-    names = {key: l2a._stem(scenes[key]) for key in ("sen2cor", "maja", "stac")}
+    names = {key: product_stem(scenes[key]) for key in ("sen2cor", "maja", "stac")}
     layers = {key: [read(str(tmp_path / f"{name}_{v}_20m.tif"))[0] for v in ("LAI", "FCOVER", "QUALITY")]
               for key, name in names.items()}
     for key in ("maja", "stac"):
@@ -439,8 +440,8 @@ def test_a_failed_upload_leaves_none_of_the_products_files_in_the_bucket(scenes,
         result = biophysical.execute(work)
     finally:
         gate.faults.clear()
-    assert list(result.failed) == [l2a._stem(scenes["sen2cor"])]
-    assert "Cannot upload" in result.failed[l2a._stem(scenes["sen2cor"])]
+    assert list(result.failed) == [product_stem(scenes["sen2cor"])]
+    assert "Cannot upload" in result.failed[product_stem(scenes["sen2cor"])]
     assert keys(client, "run2/") == []
 
 

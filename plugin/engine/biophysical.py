@@ -26,6 +26,7 @@ import numpy as np
 from . import cog, gdalcache, gdalmode, l2a, networks
 from .callbacks import check_cancelled, never_cancelled, no_progress
 from .errors import Cancelled, ParameterError, S2Error
+from .files import product_stem
 
 OUT_OF_DOMAIN, CLIPPED = 128, 256
 RANGE_BITS = {name: 512 << index for index, name in enumerate(networks.VARIABLES)}  # LAI 512 ... CWC 8192
@@ -101,7 +102,7 @@ def plan(input_folder, output, variables, resolution, area_wkt=None, pattern=Non
     work = Plan(input_folder, output, variables, resolution, area_wkt, _parallel(parallel, len(products)))
     digest = area_digest(area_wkt)
     for path in products:
-        name = l2a._stem(path)
+        name = product_stem(path)
         names = output_names(name, variables, resolution)
         if all(output.has(n, {AREA_KEY: digest}) for n in names):
             work.skipped[name] = [output.location(n) for n in names]
@@ -145,7 +146,7 @@ def execute(work, progress=None, is_cancelled=None, log=None):
     with concurrent.futures.ThreadPoolExecutor(work.parallel, thread_name_prefix="biophysical") as pool:
         futures = {pool.submit(one, path): path for path in work.todo}
         for future in concurrent.futures.as_completed(futures):
-            name = l2a._stem(futures[future])
+            name = product_stem(futures[future])
             try:
                 result.outputs[name] = future.result()
                 result.products.append(name)
@@ -239,8 +240,7 @@ def _compute(product, grid, angle_grids, nets, temps, progress, is_cancelled, th
     try:
         with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="strips") as pool:
             pending = collections.deque()
-            queue = iter(strips)
-            for job in queue:
+            for job in strips:
                 pending.append((job, pool.submit(strip, *job)))
                 if len(pending) > threads:
                     _write(outputs, quality, *pending.popleft())

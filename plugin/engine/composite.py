@@ -35,19 +35,15 @@ import os
 import numpy as np
 
 from . import cog, gdalcache, gdalmode
-from .callbacks import check_cancelled, never_cancelled, no_progress
+from .callbacks import check_cancelled, never_cancelled, no_progress, scaled
 from .errors import Cancelled, ParameterError, S2Error
 from .files import product_stem
-from .sources.stac import gdal_options
+from .sources.stac import ASSET_KEYS, gdal_options
 
 METHODS = ("median", "medoid", "best-pixel")
 PERIODS = ("month", "10days", "all")
 RESOLUTIONS = (10, 20, 60)
 BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
-# Earth Search's asset keys, then the Data Space's (B04_10m...), then the band's own name
-ASSET_KEYS = {"B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1", "B06": "rededge2",
-              "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09", "B11": "swir16", "B12": "swir22",
-              "SCL": "scl"}
 NATIVE = {"B01": 60, "B09": 60, "B02": 10, "B03": 10, "B04": 10, "B08": 10, "SCL": 20}  # others: 20 m
 LEFT_OUT = (0, 1, 3, 8, 9, 10)  # SCL classes that are never a valid observation
 SNOW = 11
@@ -219,6 +215,7 @@ def scene_of(footprint, bands):
     scaling = (footprint.extra or {}).get("scaling") or {}
     assets, factors = {}, {}
     for band in tuple(bands) + ("SCL",):
+        # Earth Search's asset key, then the band's own name, then the Data Space's (B04_10m...)
         key = next((k for k in (ASSET_KEYS[band], band, f"{band}_10m", f"{band}_20m", f"{band}_60m")
                     if links.get(k)), None)
         if key is None:
@@ -232,11 +229,9 @@ def scene_of(footprint, bands):
 
 def _baseline_scaling(baseline, name):
     """Without raster:bands: processing baseline 04.00 and later store reflectance x 10000 + 1000."""
-    import re
+    from .safe import name_baseline
 
-    if not baseline:
-        match = re.search(r"_N(\d{2})(\d{2})_", name or "")
-        baseline = f"{match.group(1)}.{match.group(2)}" if match else None
+    baseline = baseline or name_baseline(name)
     return (0.0001, -0.1) if baseline and baseline >= "04.00" else (0.0001, 0.0)
 
 
@@ -269,6 +264,7 @@ class Reader:
         self.parallel = max(1, int(parallel))
         self.s3, self.environ = s3, os.environ if environ is None else environ
         self.buckets = set()
+        self.opened = {}  # (scene, band) -> dataset, for the strips of the period being made
 
     def path(self, scene, band):
         digest = hashlib.sha1(f"{scene.assets[band]}|{self.grid}".encode()).hexdigest()[:12]
@@ -346,14 +342,18 @@ class Reader:
                 os.remove(part)
 
     def strip(self, scene, band, row, rows):
+        """Rows of a window already read; the file stays open for the period's next strips (one thread)."""
         from osgeo import gdal
 
-        dataset = gdal.Open(self.path(scene, band))
-        return dataset.GetRasterBand(1).ReadAsArray(0, row, self.grid.width, rows)
+        key = (scene.name, band)
+        if key not in self.opened:
+            self.opened[key] = gdal.Open(self.path(scene, band))
+        return self.opened[key].GetRasterBand(1).ReadAsArray(0, row, self.grid.width, rows)
 
     def remove(self, scenes, bands):
         for scene in scenes:
             for band in tuple(bands) + ("SCL",):
+                self.opened.pop((scene.name, band), None)  # closes it
                 if os.path.exists(self.path(scene, band)):
                     os.remove(self.path(scene, band))
 
@@ -469,7 +469,7 @@ def run(request, scenes, output, progress=None, is_cancelled=None, log=None, ses
     with gdalcache.bounded(64 << 20):
         for index, period in enumerate(spans):
             check_cancelled(is_cancelled)
-            step = _scaled(progress, index / len(spans), (index + 1) / len(spans))
+            step = scaled(progress, index / len(spans), (index + 1) / len(spans))
             names = output_names(period, request.bands, request.method)
             inside = [s for s in scenes if period.first <= s.date <= period.last]
             if all(output.has(n, {KEY: key}) for n in names):
@@ -477,7 +477,7 @@ def run(request, scenes, output, progress=None, is_cancelled=None, log=None, ses
                 results.append(PeriodResult(period, "skipped", [s.name for s in inside],
                                             [output.location(n) for n in names]))
                 continue
-            failed = reader.fetch(inside, request.bands, _scaled(step, 0, 0.7), is_cancelled, log)
+            failed = reader.fetch(inside, request.bands, scaled(step, 0, 0.7), is_cancelled, log)
             left_out.update(failed)
             usable = [s for s in inside if s.name not in failed]
             if not usable:
@@ -485,7 +485,7 @@ def run(request, scenes, output, progress=None, is_cancelled=None, log=None, ses
                 log(f"{period.label}: no usable scene")
                 continue
             results.append(_period(request, grid, period, usable, reader, output, names, key, staging,
-                                   _scaled(step, 0.7, 1.0), is_cancelled))
+                                   scaled(step, 0.7, 1.0), is_cancelled))
             reader.remove(usable, request.bands)
             log(f"{period.label}: {len(usable)} scene(s), {100 * results[-1].valid_share:.0f} % of the area "
                 f"with a valid observation")
@@ -493,12 +493,6 @@ def run(request, scenes, output, progress=None, is_cancelled=None, log=None, ses
     output.cleanup()
     progress(1.0, "composites done")
     return results, report, left_out
-
-
-def _scaled(progress, start, end):
-    def report(fraction, message=""):
-        progress(start + (end - start) * min(max(fraction, 0.0), 1.0), message)
-    return report
 
 
 def _period(request, grid, period, scenes, reader, output, names, key, staging, progress, is_cancelled):

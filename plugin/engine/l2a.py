@@ -27,6 +27,7 @@ import numpy as np
 
 from . import angles, safe
 from .errors import S2Error
+from .files import product_stem
 
 BAND_IDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 # quality bits (uint16), shared by every product kind
@@ -97,11 +98,11 @@ def find(folder, pattern=None):
     found = {}
     for entry in _entries(folder):
         if pattern and not fnmatch.fnmatch(os.path.basename(entry), pattern) and \
-                not fnmatch.fnmatch(_stem(entry), pattern):
+                not fnmatch.fnmatch(product_stem(entry), pattern):
             continue
         kind = kind_of(entry)
         if kind:
-            found.setdefault(_stem(entry), entry)
+            found.setdefault(product_stem(entry), entry)
     return [found[name] for name in sorted(found)]
 
 
@@ -112,10 +113,6 @@ def _entries(folder):
             if not kind_of(entry.path):
                 yield from (e.path for e in sorted(os.scandir(entry.path), key=lambda e: e.name)
                             if e.is_dir() and not e.name.startswith("."))
-
-
-def _stem(path):
-    return re.sub(r"\.SAFE$", "", os.path.basename(os.path.normpath(path)), flags=re.IGNORECASE)
 
 
 def kind_of(path):
@@ -143,7 +140,7 @@ def open_product(path):
 
 def _sen2cor(path):
     info = safe.inspect(path)
-    name = _stem(path)
+    name = product_stem(path)
     if not info.product_mtd or not info.granule or not info.mtd_tl:
         raise S2Error(f"{name}: the product metadata or its granule is missing.")
     root = _xml(info.product_mtd, name)
@@ -268,8 +265,7 @@ def _item_scaling(item, band):
 
 def _baseline_scaling(name, item):
     properties = item.get("properties", {})
-    baseline = properties.get("s2:processing_baseline") or (re.search(r"_N(\d{2})(\d{2})_", name) and
-                                                           ".".join(re.search(r"_N(\d{2})(\d{2})_", name).groups()))
+    baseline = properties.get("s2:processing_baseline") or safe.name_baseline(name)
     applied = properties.get("earthsearch:boa_offset_applied")
     if applied is True or (applied is None and baseline and baseline >= "04.00"):
         return -1000.0, 10000.0

@@ -307,6 +307,12 @@ def inspect(path):
     return info
 
 
+def name_baseline(name):
+    """The processing baseline a product name states ('05.09' from _N0509_), None when it states none."""
+    match = _BASELINE.search(name or "")
+    return f"{match.group(1)}.{match.group(2)}" if match else None
+
+
 def _read_name(info):
     parsed = parse_product_name(info.name)
     info.level = _name_level(info.name)
@@ -314,8 +320,7 @@ def _read_name(info):
     if parsed:
         info.tile, info.sensing_time = parsed["tile_id"], parsed["sensing_start"]
         info.relative_orbit = parsed["relative_orbit"]
-        baseline = _BASELINE.search(info.name)
-        info.baseline = f"{baseline.group(1)}.{baseline.group(2)}" if baseline else None
+        info.baseline = name_baseline(info.name)
         info.generation_time = _generation(info.name)
     elif _OLD_NAME.match(info.name):
         orbit, sensing = _OLD_NAME.match(info.name).groups()
