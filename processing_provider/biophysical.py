@@ -160,7 +160,7 @@ class BiophysicalAlgorithm(Sentinel2Algorithm):
                 load_on_completion(context, location, f"{_short(name)} {kind}", self.OUTPUT_LAYERS,
                                    style=STYLES.get(kind), group=name)
                 layers.append(location)
-        return {self.OUTPUT_FOLDER: output.describe() if hasattr(output, "url") else output.folder,
+        return {self.OUTPUT_FOLDER: output.url if hasattr(output, "url") else output.folder,
                 self.OUTPUT_LAYERS: layers, self.PRODUCTS: ";".join(products), **failures}
 
 

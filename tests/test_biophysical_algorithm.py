@@ -139,6 +139,7 @@ def test_variables_go_to_s3_with_the_auth_configuration(provider, scenes, bucket
     result = _run({"INPUT_FOLDER": scenes, "VARIABLES": ["LAI"], "PRODUCT_FILTER": "*MSIL2A*",
                    "OUTPUT_AUTH": authcfg, "OUTPUT_FOLDER": "s3://results/lai"}, context, log)
     name = result["PRODUCTS"]
+    assert result["OUTPUT_FOLDER"] == "s3://results/lai"  # the location, not the log's description of it
     assert keys(client, "lai/") == [f"lai/{name}_LAI_20m.tif", f"lai/{name}_QUALITY_20m.tif"]
     assert result["OUTPUT_LAYERS"][0] == f"/vsis3/results/lai/{name}_LAI_20m.tif"
     assert sorted(context.layersToLoadOnCompletion()) == sorted(result["OUTPUT_LAYERS"])
