@@ -88,6 +88,7 @@ class Sentinel2Algorithm(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):
         try:
+            self._refuse_s3_with_slurm(parameters)
             remote = {} if self.handles_remote_folders() else self._remote_folders(parameters, context)
             if not remote:
                 return self.process(parameters, context, feedback)
@@ -116,6 +117,17 @@ class Sentinel2Algorithm(QgsProcessingAlgorithm):
         output = getattr(self, "remote", {}).get(name)
         return (output, output.names()) if output is not None else (None, set())
 
+    def _refuse_s3_with_slurm(self, parameters):
+        from ..plugin.engine import storage
+
+        if str(parameters.get("EXECUTOR", "local")) != "slurm":
+            return
+        for definition in self.parameterDefinitions():
+            if isinstance(definition, QgsProcessingParameterFolderDestination) and \
+                    storage.is_remote(str(parameters.get(definition.name()) or "")):
+                raise ParameterError(definition.name(), "EXECUTOR=slurm needs a local or shared folder (the job's "
+                                                        "logs and state are kept there), not an s3:// location.")
+
     def _remote_folders(self, parameters, context):
         """{parameter: S3 output} of the folder outputs given as s3://..., checked before any work."""
         from ..plugin.engine import storage
@@ -125,9 +137,6 @@ class Sentinel2Algorithm(QgsProcessingAlgorithm):
             name = definition.name()
             if isinstance(definition, QgsProcessingParameterFolderDestination) and \
                     storage.is_remote(str(parameters.get(name) or "")):
-                if str(parameters.get("EXECUTOR", "local")) == "slurm":
-                    raise ParameterError(name, "EXECUTOR=slurm needs a local or shared folder (the job's logs and "
-                                               "state are kept there), not an s3:// location.")
                 remote[name] = self.output_for(parameters, name, context)
                 remote[name].prepare()
         return remote

@@ -128,10 +128,7 @@ class BiophysicalAlgorithm(Sentinel2Algorithm):
             output.cleanup()
         return self._outputs(output, result.products, result.outputs, result.failed, context, feedback)
 
-    def _on_slurm(self, work, parameters, context, feedback):
-        if not hasattr(work.output, "folder"):
-            raise ParameterError(self.OUTPUT_FOLDER, "EXECUTOR=slurm needs a local or shared folder (the job's logs "
-                                                     "and state are kept there), not an s3:// location.")
+    def _on_slurm(self, work, parameters, context, feedback):  # s3:// with slurm is refused by the base class
         progress, is_cancelled = engine_callbacks(feedback)
         follow = {"progress": progress, "is_cancelled": is_cancelled, "log": feedback.pushInfo}
         wait = self.parameterAsBoolean(parameters, "WAIT", context)
