@@ -180,8 +180,9 @@ class S3Output:
         return {name.rstrip("/") for name in listing if name not in (".", "..")}
 
     def upload_tree(self, folder, log=None):
-        """Upload every complete file under ``folder`` (hidden names are skipped), keeping relative paths;
-        files already in the bucket with the same size are not sent again. Returns the uploaded names."""
+        """Upload every complete file under ``folder`` (hidden names are skipped), keeping relative paths, and
+        remove the local copy of each; files already in the bucket with the same size are not sent again. Returns
+        the uploaded names."""
         from osgeo import gdal
 
         sent = []
@@ -194,9 +195,7 @@ class S3Output:
                     stat = gdal.VSIStatL(self.location(name))
                 if stat is not None and stat.size == os.path.getsize(path):
                     continue
-                copy = path + ".upload"
-                shutil.copyfile(path, copy)
-                self.publish(copy, name)
+                self.publish(path, name)  # the staging folder goes once the run ends: no copy to keep
                 sent.append(name)
         if log and sent:
             log(f"{len(sent)} file(s) uploaded to {self.url}")
