@@ -387,8 +387,10 @@ def cloud_distance(scl, limit=CLOUD_DISTANCE):
 
 
 def combine(method, values, valid, dates=None, middle=None, distance=None, half_days=1.0):
-    """One strip: ``values`` (scenes, bands, rows, cols) reflectance, ``valid`` (scenes, rows, cols). Returns
-    (composite (bands, rows, cols) float32 with NaN, count (rows, cols), chosen date (rows, cols) or None)."""
+    """One strip: ``values`` (scenes, bands, rows, cols) reflectance, ``valid`` (scenes, rows, cols); for
+    best-pixel the scenes' ``dates``, the period's ``middle`` (dates) and ``distance`` to clouds (scenes, rows,
+    cols). Returns (composite (bands, rows, cols) float32 with NaN, count (rows, cols), chosen date YYYYMMDD
+    (rows, cols) for best-pixel, else None)."""
     count = valid.sum(axis=0).astype(np.uint16)
     masked = np.where(valid[:, None], values, np.nan)
     if method == "median":
@@ -399,7 +401,8 @@ def combine(method, values, valid, dates=None, middle=None, distance=None, half_
             distance2 = np.nansum((masked - median[None]) ** 2, axis=1)
         score = np.where(valid, -distance2, -np.inf)
     else:  # best-pixel
-        closeness = 1.0 - np.abs(np.asarray(dates, float) - middle) / max(half_days, 1.0)
+        days = np.asarray([d.toordinal() for d in dates], float)
+        closeness = 1.0 - np.abs(days - middle.toordinal()) / max(half_days, 1.0)
         score = 0.6 * distance.astype(np.float32) / CLOUD_DISTANCE + 0.4 * np.clip(closeness, 0, 1)[:, None, None]
         score = np.where(valid, score, -np.inf)
     chosen = np.argmax(score, axis=0)
@@ -407,8 +410,8 @@ def combine(method, values, valid, dates=None, middle=None, distance=None, half_
     empty = count == 0
     picked[:, empty] = np.nan
     when = None
-    if dates is not None and method == "best-pixel":
-        stamps = np.asarray([int(d.strftime("%Y%m%d")) for d in dates.dates], np.int32)
+    if method == "best-pixel":
+        stamps = np.asarray([int(d.strftime("%Y%m%d")) for d in dates], np.int32)
         when = np.where(empty, 0, stamps[chosen]).astype(np.int32)
     return picked, count, when
 
@@ -425,14 +428,6 @@ def nan_median(stack):
     median = (low + high) * np.float32(0.5)
     median[count == 0] = np.nan
     return median.astype(np.float32)
-
-
-class _Dates(list):
-    """Scene dates as day numbers (for the score), keeping the dates (for the date band)."""
-
-    def __init__(self, dates):
-        super().__init__(d.toordinal() for d in dates)
-        self.dates = list(dates)
 
 
 # ---- the whole job ----------------------------------------------------------------------------------------------
@@ -523,7 +518,7 @@ def _period(request, grid, period, scenes, reader, output, names, key, staging, 
     distances = None
     if request.method == "best-pixel":
         distances = [cloud_distance(reader.strip(s, "SCL", 0, grid.height)) for s in scenes]
-    dates = _Dates([s.date for s in scenes])
+    dates = [s.date for s in scenes]
     half = max((period.last - period.first).days / 2, 1.0)
     valid_pixels, cloudy, data_pixels = 0, np.zeros(count_scenes), np.zeros(count_scenes)
     try:
@@ -543,7 +538,7 @@ def _period(request, grid, period, scenes, reader, output, names, key, staging, 
                     values[i, j] = np.where(dn == 0, np.nan, dn * scale + offset)
             valid &= ~np.isnan(values).any(axis=1)
             strip_distance = np.stack([d[row:row + rows] for d in distances]) if distances else None
-            composite, count, when = combine(request.method, values, valid, dates, period.middle.toordinal(),
+            composite, count, when = combine(request.method, values, valid, dates, period.middle,
                                              strip_distance, half)
             valid_pixels += int((count > 0).sum())
             for j in range(len(bands)):
