@@ -52,13 +52,13 @@ def read(path, origin=None):
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError) as error:
         raise S2Error(f"Cannot read the angles in {path}: {error}.") from None
-    ulx, uly = _first_number(root, "ULX"), _first_number(root, "ULY")
+    ulx, uly = first_number(root, "ULX"), first_number(root, "ULY")
     if ulx is None or uly is None:
         if origin is None:
             raise S2Error(f"{path} does not say where its angle grids start (no ULX/ULY).")
         ulx, uly = origin
-    sun = next((e for e in root.iter() if _local(e.tag) in ("Sun_Angles_Grid", "Sun_Angles_Grids")), None)
-    views = [e for e in root.iter() if _local(e.tag) == "Viewing_Incidence_Angles_Grids"]
+    sun = next((e for e in root.iter() if local_name(e.tag) in ("Sun_Angles_Grid", "Sun_Angles_Grids")), None)
+    views = [e for e in root.iter() if local_name(e.tag) == "Viewing_Incidence_Angles_Grids"]
     sun_grids = _pair(sun) if sun is not None else None
     view_grids = [pair for pair in (_pair(v) for v in views) if pair is not None]
     if sun_grids is None or not view_grids:
@@ -72,16 +72,18 @@ def read(path, origin=None):
                       step_y)
 
 
-def _local(tag):
+def local_name(tag):
+    """An XML tag without its namespace (ESA's and MAJA's metadata use several)."""
     return tag.rsplit("}", 1)[-1]
 
 
 def _child(element, name):
-    return next((c for c in element if _local(c.tag) == name), None)
+    return next((c for c in element if local_name(c.tag) == name), None)
 
 
-def _first_number(root, name):
-    element = next((e for e in root.iter() if _local(e.tag) == name), None)
+def first_number(root, name):
+    """The number ending the text of the first element ``name`` under ``root`` (None when absent or not one)."""
+    element = next((e for e in root.iter() if local_name(e.tag) == name), None)
     return _number(element.text) if element is not None else None
 
 
@@ -98,7 +100,7 @@ def _pair(element):
     grids = []
     for name in ("Zenith", "Azimuth"):
         child = _child(element, name)
-        rows = [r for r in child.iter() if _local(r.tag) == "VALUES"] if child is not None else []
+        rows = [r for r in child.iter() if local_name(r.tag) == "VALUES"] if child is not None else []
         if not rows:
             return None
         try:
@@ -122,7 +124,7 @@ def _per_scene(root, path, ulx, uly):
     """Constant grids from the mean angles (``Mean_Sun_Angle``, ``Mean_Viewing_Incidence_Angle``)."""
     means = {}
     for element in root.iter():
-        name = _local(element.tag)
+        name = local_name(element.tag)
         if name in ("Mean_Sun_Angle", "Sun_Angles") and "sun" not in means:
             pair = _angle_pair(element)
             if pair:

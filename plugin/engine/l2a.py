@@ -144,7 +144,8 @@ def _sen2cor(path):
     if not info.product_mtd or not info.granule or not info.mtd_tl:
         raise S2Error(f"{name}: the product metadata or its granule is missing.")
     root = _xml(info.product_mtd, name)
-    quantification = _number(root, "BOA_QUANTIFICATION_VALUE") or _number(root, "QUANTIFICATION_VALUE")
+    quantification = (angles.first_number(root, "BOA_QUANTIFICATION_VALUE")
+                      or angles.first_number(root, "QUANTIFICATION_VALUE"))
     if not quantification:
         raise S2Error(f"{name}: MTD_MSIL2A.xml has no BOA_QUANTIFICATION_VALUE.")
     offsets = _band_offsets(root, "BOA_ADD_OFFSET")
@@ -164,7 +165,7 @@ def _band_offsets(root, tag):
     """{"B03": -1000.0, ...} from ``<BOA_ADD_OFFSET band_id="2">-1000</...>`` (band_id 0..12 = B01..B12)."""
     offsets = {}
     for element in root.iter():
-        if _local(element.tag) == tag and element.get("band_id", "").isdigit():
+        if angles.local_name(element.tag) == tag and element.get("band_id", "").isdigit():
             index = int(element.get("band_id"))
             if index < len(BAND_IDS):
                 offsets[BAND_IDS[index]] = float(element.text)
@@ -177,7 +178,7 @@ def _maja(path):
     name = os.path.basename(path)
     metadata = os.path.join(path, f"{name}_MTD_ALL.xml")
     root = _xml(metadata, name)
-    quantification = _number(root, "REFLECTANCE_QUANTIFICATION_VALUE")
+    quantification = angles.first_number(root, "REFLECTANCE_QUANTIFICATION_VALUE")
     if not quantification:
         raise S2Error(f"{name}: MTD_ALL.xml has no REFLECTANCE_QUANTIFICATION_VALUE.")
     bands = {}
@@ -204,9 +205,9 @@ def _maja(path):
 def _mg2_bits(root):
     """The MG2 bit of each geophysical mask, as MAJA's metadata numbers them (``Mask/NATURE`` + bit_number)."""
     bits = dict(MG2_DEFAULT)
-    for mask in (e for e in root.iter() if _local(e.tag) == "Mask"):
-        nature = next((e.text.strip() for e in mask.iter() if _local(e.tag) == "NATURE" and e.text), "")
-        files = [e for e in mask.iter() if _local(e.tag) == "MASK_FILE"]
+    for mask in (e for e in root.iter() if angles.local_name(e.tag) == "Mask"):
+        nature = next((e.text.strip() for e in mask.iter() if angles.local_name(e.tag) == "NATURE" and e.text), "")
+        files = [e for e in mask.iter() if angles.local_name(e.tag) == "MASK_FILE"]
         if nature in bits and files and "MG2" in (files[0].text or "") and files[0].get("bit_number", "").isdigit():
             bits[nature] = int(files[0].get("bit_number"))
     return bits
@@ -281,21 +282,9 @@ def _xml(path, name):
         raise S2Error(f"{name}: {os.path.basename(path)} cannot be read ({error}).") from None
 
 
-def _local(tag):
-    return tag.rsplit("}", 1)[-1]
-
-
 def _text(root, tag):
-    element = next((e for e in root.iter() if _local(e.tag) == tag), None)
+    element = next((e for e in root.iter() if angles.local_name(e.tag) == tag), None)
     return element.text.strip() if element is not None and element.text else None
-
-
-def _number(root, tag):
-    text = _text(root, tag)
-    try:
-        return float(text.split()[-1]) if text else None
-    except ValueError:
-        return None
 
 
 def _platform(text):
